@@ -1,0 +1,29 @@
+# Developer and CI entry points. `make setup` builds .venv from scratch; `make test` runs every check CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build lies on disk on the build machines; elsewhere pick the build for your hardware.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint unit clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(BIN)/python
+	$(BIN)/pip install "$(TORCH_SPEC)"
+	$(BIN)/pip install -e '.[dev,reference]'
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+unit:
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: setup lint unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
