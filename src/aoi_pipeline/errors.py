@@ -28,9 +28,7 @@ class AoiPipelineError(Exception):
     """Root of every error aoi-pipeline raises on purpose."""
 
     def __init__(self, problems: Problem | Iterable[Problem], *, summary: str | None = None) -> None:
-        self.problems: tuple[Problem, ...] = (
-            (problems,) if isinstance(problems, Problem) else tuple(problems)
-        )
+        self.problems: tuple[Problem, ...] = (problems,) if isinstance(problems, Problem) else tuple(problems)
         if not self.problems:
             raise ValueError("an AoiPipelineError needs at least one Problem")
         self.summary = summary
@@ -76,3 +74,7 @@ class WorkspaceLockedError(StateError):
 
 class ConfigError(AoiPipelineError):
     """A pipeline configuration is invalid."""
+
+
+class RuntimeJobError(AoiPipelineError):
+    """A job of the reference runtime (`aoi-changenet`) failed while running, e.g. training diverged."""

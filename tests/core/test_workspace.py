@@ -62,7 +62,7 @@ def test_a_valid_workspace_reports_rows_labels_leakage_and_pool(ws):
     assert report.pool_rows == 2
     assert report.notes == (
         "the mining pool has no rows of KPI defect type(s) short: mining cannot find real images of them",
-        f"no baseline spec at {ws.root / 'specs/baseline_spec.yaml'} (needed before a training run)",
+        f"no baseline spec at {ws.root / 'specs/baseline_spec.yaml'} (runs start from the built-in DEFT baseline spec)",
     )
     lines = [line.split() for line in report.render().splitlines()]
     assert ["training", TRAIN, "3", "PASS", "1,", "open", "2"] in lines
