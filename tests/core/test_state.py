@@ -240,7 +240,7 @@ def test_init_refuses_to_overwrite_an_existing_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        ({"max_iterations": 0}, "max_iterations"),
+        ({"max_iterations": -1}, "max_iterations"),
         ({"max_iterations": True}, "max_iterations"),
         ({"kpi_target": "  "}, "kpi_target"),
         ({"config": ["not", "a", "mapping"]}, "config"),
@@ -390,6 +390,16 @@ def test_a_passing_baseline_goes_straight_to_finalize(tmp_path: Path) -> None:
     _refused(run, "baseline", "rca", run.rca_fields("baseline"))
     _refused(run, "baseline", "loop_stop", run.stop_fields("max_iterations"))
     run.commit("baseline", "loop_stop", run.stop_fields("metric_met"))
+    assert next_stage(run.state) == NextStage("baseline", "complete")
+
+
+def test_a_zero_iteration_budget_finalizes_a_failing_baseline(tmp_path: Path) -> None:
+    run = Run(tmp_path, max_iterations=0)
+    run.baseline(far=50.0, rca=False)
+    assert run.state["iterations"]["baseline"]["metric_result"]["passed"] is False
+    assert next_stage(run.state) == NextStage("baseline", "finalize")
+    _refused(run, "baseline", "loop_stop", run.stop_fields("metric_met"))
+    run.commit("baseline", "loop_stop", run.stop_fields("max_iterations"))
     assert next_stage(run.state) == NextStage("baseline", "complete")
 
 

@@ -195,7 +195,10 @@ def next_stage(state: Mapping[str, Any]) -> NextStage:
     completed = entry.get("stage_completed")
     if completed == "evaluate":
         passed = _passed(entry)
-        budget_spent = label != BASELINE and current >= state["max_iterations"]
+        # With a budget of 0 iterations the baseline is the final candidate (the reference needs >= 1).
+        budget_spent = current >= state["max_iterations"] and (
+            label != BASELINE or state["max_iterations"] == 0
+        )
         return NextStage(label, "finalize" if passed or budget_spent else "rca")
     if completed == "rca":
         return NextStage(f"iter{current + 1}", "routing")
@@ -298,9 +301,13 @@ def _init_problems(
         problems.append(_already_initialised(path).problems[0])
     if not isinstance(kpi_target, str) or not kpi_target.strip():
         problems.append(Problem("kpi_target", f"must be a non-empty text, got {kpi_target!r}", _TARGET_FIX))
-    if not _is_int(max_iterations) or max_iterations < 1:
+    if not _is_int(max_iterations) or max_iterations < 0:
         problems.append(
-            Problem("max_iterations", f"must be a positive integer, got {max_iterations!r}", "set 1 or more")
+            Problem(
+                "max_iterations",
+                f"must be a non-negative integer, got {max_iterations!r}",
+                "set 0 (evaluate the baseline only) or more",
+            )
         )
     if not isinstance(config, Mapping):
         problems.append(Problem("config", f"must be a mapping, got {type(config).__name__}", "pass a dict"))
@@ -364,7 +371,7 @@ def _document_problems(path: Path, state: object) -> list[Problem]:
         problems.append(
             Problem(f"{where}: status", f"{state['status']!r} is not one of {RUN_STATUSES}", _RESTORE_FIX)
         )
-    if state["max_iterations"] < 1 or state["current_iteration"] < 0:
+    if state["max_iterations"] < 0 or state["current_iteration"] < 0:
         problems.append(
             Problem(
                 where,
