@@ -1,0 +1,110 @@
+"""GPU slots: lending GPU ids to concurrent jobs, and finding out which GPUs this process may use."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from aoi_pipeline.errors import ConfigError
+from aoi_pipeline.jobs import GpuSlots
+from aoi_pipeline.jobs.gpu import cuda_visible_devices
+
+NVIDIA_SMI_LISTING = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa1111-0000-0000-0000-000000000000)
+GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb2222-0000-0000-0000-000000000000)
+  MIG 1g.10gb     Device  0: (UUID: MIG-cccc3333-0000-0000-0000-000000000000)
+"""
+
+
+def test_acquire_lends_the_lowest_free_ids_and_takes_them_back():
+    slots = GpuSlots([2, 0, 1])
+
+    with slots.acquire(2) as first:
+        assert first == (0, 1)
+        with slots.acquire(1) as second:
+            assert second == (2,)
+            assert slots.free_count() == 0
+    assert slots.free_count() == 3
+
+
+def test_zero_gpus_are_lent_at_once_and_hide_every_gpu():
+    slots = GpuSlots([])
+
+    with slots.acquire(0) as ids:
+        assert ids == ()
+        assert cuda_visible_devices(ids) == ""
+    assert cuda_visible_devices((1, 3)) == "1,3"
+
+
+def test_a_waiter_gets_the_gpu_that_is_released():
+    slots = GpuSlots([0, 1])
+    held = slots.take(2)
+    got: list[tuple[int, ...]] = []
+    waiter = threading.Thread(target=lambda: got.append(slots.take(1) or ()))
+    waiter.start()
+
+    slots.release([1])
+    waiter.join(timeout=10)
+
+    assert got == [(1,)]
+    assert held == (0, 1)
+
+
+def test_a_cancelled_waiter_gets_nothing():
+    slots = GpuSlots([0])
+    slots.take(1)
+    cancel = threading.Event()
+    cancel.set()
+
+    assert slots.take(1, cancel=cancel) is None
+    assert slots.free_count() == 0
+
+
+@pytest.mark.parametrize("count", [3, -1])
+def test_impossible_requests_are_refused_instead_of_waiting_forever(count):
+    with pytest.raises(ConfigError):
+        GpuSlots([0, 1]).take(count)
+
+
+def test_duplicate_ids_are_refused():
+    with pytest.raises(ConfigError):
+        GpuSlots([0, 0])
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "nvidia-smi"
+    quoted = " ".join(f"'{line}'" for line in NVIDIA_SMI_LISTING.splitlines())
+    # Shell builtins only: PATH holds nothing but this directory.
+    tool.write_text(f'#!/bin/sh\n[ "$1" = "-L" ] || exit 9\nprintf "%s\\n" {quoted}\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        (None, (0, 1)),
+        ("1", (1,)),
+        ("GPU-bbbb2222-0000-0000-0000-000000000000,0", (1, 0)),
+        ("", ()),
+        ("0,-1,1", (0,)),
+    ],
+)
+def test_detect_reads_cuda_visible_devices_then_nvidia_smi(fake_nvidia_smi, monkeypatch, visible, expected):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+
+    assert GpuSlots.detect().gpu_ids == expected
+
+
+def test_detect_without_nvidia_smi_finds_no_gpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    assert GpuSlots.detect().gpu_ids == ()
