@@ -78,3 +78,15 @@ class ConfigError(AoiPipelineError):
 
 class RuntimeJobError(AoiPipelineError):
     """A job of the reference runtime (`aoi-changenet`) failed while running, e.g. training diverged."""
+
+
+class JobError(AoiPipelineError):
+    """A TAO job (or its reference-runtime stand-in) did not succeed."""
+
+
+class ProgramJobError(JobError):
+    """The job's program failed (bad spec, data, code, a zero-step run): a hard stop, never retried."""
+
+
+class InfrastructureJobError(JobError):
+    """The machine, container runtime or scheduler failed the job: the caller may retry it."""

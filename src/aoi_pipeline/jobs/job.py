@@ -85,6 +85,27 @@ class TaoJob:
         """The full command line, given where the spec file is as the job sees it."""
         return [*self.entrypoint(), "-e", str(spec_path), *self.overrides]
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TaoJob:
+        """The job `to_record` described (what a `tao-job` deployment run receives as its parameter)."""
+        mounts = tuple(
+            Mount(Path(m["host"]), m["container"], bool(m.get("read_only", False)))
+            for m in record.get("mounts", ())
+        )
+        return cls(
+            name=record["name"],
+            action=record["action"],
+            image=record["image"],
+            spec=record["spec"],
+            results_dir=Path(record["results_dir"]),
+            runtime=record.get("runtime", "reference"),
+            overrides=tuple(record.get("overrides", ())),
+            mounts=mounts,
+            gpus=int(record.get("gpus", 0)),
+            env_names=tuple(record.get("env_names", ())),
+            timeout_s=record.get("timeout_s"),
+        )
+
     def to_record(self) -> dict[str, Any]:
         """A JSON-able description of the job. It holds environment variable names, never their values."""
         return {
