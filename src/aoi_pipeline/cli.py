@@ -9,10 +9,15 @@ imports happen inside the subcommand that needs them, so `--help` and the data c
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aoi_pipeline import __version__
 from aoi_pipeline.errors import AoiPipelineError
@@ -52,6 +57,158 @@ def _kpi(args: argparse.Namespace) -> int:
     result = evaluate_inference_csv(contract, args.inference_csv, output_json=args.output_json)
     print(json.dumps(result.to_dict(), indent=2))
     return EXIT_OK
+
+
+def _connect() -> None:
+    """Point this process at a persistent Prefect server (the gate needs one); start a local one if unset."""
+    if os.environ.get("PREFECT_API_URL"):
+        print(f"Prefect server: {os.environ['PREFECT_API_URL']}")
+        return
+    from aoi_pipeline.server import ensure_local_server
+
+    server = ensure_local_server()
+    verb = "started" if server.started else "reusing"
+    print(f"Prefect server ({verb}, data in {server.home}): UI at {server.ui_url}")
+
+
+def _terminal_approver(run_name: str) -> None:
+    """On a terminal, offer to decide the paused run here as well as in the UI."""
+    from aoi_pipeline.control import decide, list_runs
+
+    while True:
+        paused = [run for run in list_runs(limit=20, paused_only=True) if run.name == run_name]
+        if paused:
+            break
+        time.sleep(1.0)
+    print(f"\nRun {run_name} waits for approval: {paused[0].ui_url or ''}")
+    answer = input("Type 'approve' or 'reject' (or approve in the UI): ").strip().lower()
+    if answer not in ("approve", "reject"):
+        print("No decision taken here; decide in the UI or with `aoi-pipeline approve`.")
+        return
+    reviewer = input("Reviewer name: ").strip() or os.environ.get("USER", "terminal")
+    comment = input("Comment (optional): ").strip()
+    decide(paused[0].name, reviewer=reviewer, comment=comment, reject=answer == "reject")
+
+
+def run_pipeline(config: Any, *, yes: bool, run_name: str | None, reviewer: str) -> dict[str, Any]:
+    """Run the flow in this process; with `yes`, pre-approve exactly the plan the pre-flight shows now."""
+    _connect()
+    from aoi_pipeline.pipeline.layout import new_run_name
+    from aoi_pipeline.pipeline.preflight import run_preflight
+
+    run_name = run_name or new_run_name()
+    preapproved = None
+    if yes:
+        report = run_preflight(config, run_name=run_name)
+        if not report.ok:
+            raise AoiPipelineError(
+                report.blockers, summary="pre-flight found blockers: fix them and run again"
+            )
+        preapproved = report.plan_hash
+        print(f"Pre-approving plan {preapproved} as {reviewer} (--yes)")
+    elif sys.stdin.isatty():
+        threading.Thread(target=_terminal_approver, args=(run_name,), daemon=True).start()
+    else:
+        print("Approve in the Prefect UI or with: aoi-pipeline approve --latest --reviewer NAME")
+    flow = importlib.import_module("flows.aoi_pipeline").aoi_pipeline
+    result = flow.with_options(flow_run_name=run_name)(
+        config=config, run_name=run_name, preapproved_plan_hash=preapproved, preapproved_by=reviewer
+    )
+    _print_result(result)
+    return result
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    if result.get("status") == "rejected":
+        print(f"Plan {result['plan_hash']} rejected by {result['reviewer']}: nothing was written.")
+        return
+    print(f"Run complete: {result['run_dir']}")
+    print(f"  best model:      {result['best_model']} ({result['iteration']}, value {result['value']:.4g})")
+    print(f"  inference spec:  {result['inference_spec']}")
+    print(f"  KPI target met:  {'yes' if result['passed'] else 'no'}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from aoi_pipeline.config import load_config
+
+    run_pipeline(load_config(args.config), yes=args.yes, run_name=args.run_name, reviewer=args.reviewer)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from aoi_pipeline.demo import default_demo_root, prepare_demo
+    from aoi_pipeline.server import data_dir
+
+    root = args.dir or default_demo_root(data_dir() / "demos")
+    started = time.monotonic()
+    demo = prepare_demo(root, boards=args.boards, seed=args.seed)
+    print(f"Demo workspace: {demo.workspace.root}  config: {demo.config_path}")
+    run_pipeline(demo.config, yes=args.yes, run_name=None, reviewer=args.reviewer)
+    print(f"Demo finished in {time.monotonic() - started:.0f} s")
+    return EXIT_OK
+
+
+def _approve(args: argparse.Namespace) -> int:
+    _connect()
+    from aoi_pipeline.control import decide
+
+    run = None if args.latest else args.run
+    info = decide(run, reviewer=args.reviewer, comment=args.comment, reject=args.reject)
+    print(f"{'Rejected' if args.reject else 'Approved'} {info.name} ({info.id}) as {args.reviewer}")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    if args.run and Path(args.run).is_dir():
+        from aoi_pipeline.pipeline.status import describe_run_dir
+
+        print(describe_run_dir(Path(args.run)))
+        return EXIT_OK
+    _connect()
+    from aoi_pipeline.control import list_runs
+
+    runs = [run for run in list_runs(limit=args.limit) if not args.run or args.run in (run.name, str(run.id))]
+    if not runs:
+        print("No aoi-pipeline runs on this server yet.")
+    for run in runs:
+        started = run.started.strftime("%Y-%m-%d %H:%M:%S") if run.started else "not started"
+        print(f"{run.name:24} {run.state:12} {started:20} {run.ui_url or run.id}")
+    return EXIT_OK
+
+
+def _add_run_commands(subcommands: argparse._SubParsersAction) -> None:
+    run = subcommands.add_parser("run", help="pre-flight, approval, then all three phases and the handoff")
+    run.add_argument("--config", type=Path, required=True, help="pipeline.yaml")
+    run.add_argument("--yes", action="store_true", help="pre-approve the plan the pre-flight shows now")
+    run.add_argument("--run-name", default=None, help="resume (or name) a run: run_<YYYYMMDD_HHMMSS>")
+    run.add_argument("--reviewer", default=os.environ.get("USER", "cli"), help="recorded with --yes")
+    run.set_defaults(handler=_run)
+
+    demo = subcommands.add_parser(
+        "demo", help="synthetic workspace + all phases on this machine, small budget"
+    )
+    demo.add_argument(
+        "--dir", type=Path, default=None, help="new folder for the demo (default: user data dir)"
+    )
+    demo.add_argument("--boards", type=int, default=60, help="synthetic boards (16 tiles each)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--yes", action="store_true", help="pre-approve the plan instead of waiting")
+    demo.add_argument("--reviewer", default=os.environ.get("USER", "demo"), help="recorded with --yes")
+    demo.set_defaults(handler=_demo)
+
+    approve = subcommands.add_parser("approve", help="approve (or --reject) a run waiting on its plan")
+    which = approve.add_mutually_exclusive_group(required=True)
+    which.add_argument("run", nargs="?", default=None, help="flow run id or name")
+    which.add_argument("--latest", action="store_true", help="the newest run waiting for approval")
+    approve.add_argument("--reviewer", required=True, help="who decides (recorded)")
+    approve.add_argument("--comment", default="", help="why (recorded)")
+    approve.add_argument("--reject", action="store_true", help="reject: the run ends and writes nothing")
+    approve.set_defaults(handler=_approve)
+
+    status = subcommands.add_parser("status", help="recent runs, or one run directory's phases and events")
+    status.add_argument("run", nargs="?", default=None, help="flow run name/id, or a run directory")
+    status.add_argument("--limit", type=int, default=10)
+    status.set_defaults(handler=_status)
 
 
 def _add_data_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -106,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aoi-pipeline {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(subcommands)
     _add_data_commands(subcommands)
     _add_kpi_command(subcommands)
     return parser

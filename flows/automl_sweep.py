@@ -1,0 +1,78 @@
+"""The `automl-sweep` flow: one AutoML phase (Phase 1, or Phase 3 warm-started), trials as task runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.futures import as_completed
+from tasks.phases import publish_trials, trial
+
+from aoi_pipeline.config import AutomlSettings
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.search_space import build_search_space
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.workspace import Workspace
+from aoi_pipeline.errors import AoiPipelineError
+from aoi_pipeline.pipeline.evaluation import JobContext
+from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.study import Proposal, open_study
+from aoi_pipeline.pipeline.sweep import run_sweep
+from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome
+
+
+@flow(name="automl-sweep", flow_run_name="{phase}", validate_parameters=False)
+def automl_sweep(
+    phase: str,
+    layout: RunLayout,
+    base_spec: Spec,
+    settings: AutomlSettings,
+    contract: MetricContract,
+    workspace: Workspace,
+    jobs: JobContext,
+    pretrained_model: Path | None = None,
+) -> TrialOutcome:
+    """Run the phase's recommendations; returns the winning trial's outcome."""
+    layout.phase_dir(phase).mkdir(parents=True, exist_ok=True)
+    study = open_study(
+        layout.study_storage(phase),
+        study_name=phase,
+        seed=settings.seed,
+        recommendations=settings.recommendations,
+    )
+    space = build_search_space(settings.search_space, warm_start=pretrained_model is not None)
+
+    def submit(proposal: Proposal):
+        return trial.submit(
+            phase=phase,
+            number=proposal.number,
+            params=proposal.params,
+            layout=layout,
+            base_spec=base_spec,
+            settings=settings,
+            contract=contract,
+            workspace=workspace,
+            jobs=jobs,
+            pretrained_model=pretrained_model,
+        )
+
+    summary = run_sweep(
+        study,
+        space,
+        recommendations=settings.recommendations,
+        parallel=settings.parallel,
+        submit=submit,
+        as_completed=as_completed,
+        on_progress=lambda table: publish_trials(phase, table),
+        finished=lambda number: read_outcome(layout.trial_dir(phase, number)),
+    )
+    winner = (
+        None if summary.best_number is None else read_outcome(layout.trial_dir(phase, summary.best_number))
+    )
+    if winner is None:
+        raise AoiPipelineError.at(
+            f"{phase} ({layout.phase_dir(phase)})",
+            f"none of the {settings.recommendations} trials completed with a usable model",
+            "read the trials table artifact for each trial's reason; widen the search space or raise epochs",
+        )
+    return winner

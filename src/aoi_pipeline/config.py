@@ -1,0 +1,191 @@
+"""The pipeline configuration: one YAML file, loaded into strict pydantic models.
+
+A user writes `pipeline.yaml` once per line/product: where the workspace is, which platform runs the TAO
+jobs, which images, the KPI target, and the budgets of Phase 1 AutoML, the Phase 2 DEFT loop and Phase 3
+refinement. Unknown keys are errors (a typo must not silently fall back to a default), and every error names
+the file, the dotted key and the fix. Defaults are the small demo budget, so a config with only `workspace`
+runs end to end on a laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aoi_pipeline.errors import ConfigError, Problem
+
+DEFAULT_TAO_PYT_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt"
+DEFAULT_TAO_DS_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-data-services"
+DEFAULT_ANOMALYGEN_IMAGE = "nvcr.io/nvidia/paidf-anomalygen:1.0.1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Images(_Strict):
+    """Container image per kind of job. The local reference runtime records them but runs no container."""
+
+    train: str = DEFAULT_TAO_PYT_IMAGE
+    inference: str = DEFAULT_TAO_PYT_IMAGE
+    embed: str = DEFAULT_TAO_DS_IMAGE
+    sdg: str = DEFAULT_ANOMALYGEN_IMAGE
+
+
+class DatasetSettings(_Strict):
+    """How CSV rows map to image files: `{dir}/{object_name}_{light}{image_ext}`."""
+
+    lights: tuple[str, ...] = ("SolderLight",)
+    image_ext: str = ".png"
+
+    @field_validator("image_ext")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        value = value.strip()
+        return value if value.startswith(".") else f".{value}"
+
+
+class SearchParameter(_Strict):
+    """One searchable hyperparameter: a float/int range (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchParameter:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError("a float/int parameter needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled parameter needs low > 0")
+        return self
+
+
+class AutomlSettings(_Strict):
+    """Budget and search space of one AutoML phase (Phase 1 or Phase 3)."""
+
+    enabled: bool = True
+    recommendations: Annotated[int, Field(ge=1, le=200)] = 3
+    parallel: Annotated[int, Field(ge=1, le=64)] = 1
+    num_epochs: Annotated[int, Field(ge=1)] = 2
+    batch_size: Annotated[int, Field(ge=2)] = 16
+    seed: int = 0
+    # Replace or add ranges by spec key; a key mapped to null is removed from the search.
+    search_space: dict[str, SearchParameter | None] = Field(default_factory=dict)
+    # Dotted spec overrides applied to every trial (e.g. image size for a quick run).
+    spec_overrides: tuple[str, ...] = ()
+
+
+class DeftSettings(_Strict):
+    """Phase 2, the DEFT data-improvement loop."""
+
+    max_iterations: Annotated[int, Field(ge=0, le=50)] = 0
+    num_epochs: Annotated[int, Field(ge=1)] = 2
+    top_k_per_target: Annotated[int, Field(ge=1)] = 5
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.9
+    num_sdg: Annotated[int, Field(ge=0)] = 20
+
+
+class Estimates(_Strict):
+    """Per-job minutes for the compute estimate; unknown values are shown as unknown, never invented."""
+
+    minutes_per_recommendation: float | None = None
+    minutes_per_iteration: float | None = None
+
+
+class PipelineConfig(_Strict):
+    """Everything one pipeline run needs besides the approval."""
+
+    workspace: Path
+    results_root: Path | None = None
+    platform: Literal["local", "docker", "kubernetes", "slurm"] = "local"
+    runtime: Literal["reference", "tao"] = "reference"
+    kpi_target: str = "FAR < 5% at Recall=100%"
+    spec_file: Path | None = None
+    spec_overrides: tuple[str, ...] = ()
+    dataset: DatasetSettings = DatasetSettings()
+    images: Images = Images()
+    gpus: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    gpus_per_job: Annotated[int, Field(ge=0)] = 1
+    job_timeout_minutes: Annotated[float, Field(gt=0)] | None = None
+    credentials: tuple[str, ...] = ()
+    phase1: AutomlSettings = AutomlSettings()
+    deft: DeftSettings = DeftSettings()
+    phase3: AutomlSettings = AutomlSettings()
+    estimates: Estimates = Estimates()
+
+    @property
+    def resolved_results_root(self) -> Path:
+        return self.results_root or self.workspace / "results"
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "(top level)"
+
+
+def _fix_for(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "remove the key or correct its spelling (see the documented keys in README.md)"
+    if error["type"] == "missing":
+        return "add the key"
+    return "correct the value"
+
+
+def config_from_mapping(
+    data: Any, *, source: str = "pipeline config", base_dir: Path | None = None
+) -> PipelineConfig:
+    """Validate a mapping (parsed YAML or notebook dict); relative paths resolve against `base_dir`."""
+    if not isinstance(data, dict):
+        got = type(data).__name__
+        raise ConfigError.at(source, f"expected a mapping of keys, got {got}", "write key: value pairs")
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        problems = [
+            Problem(
+                f"{source} key {_location(item['loc'])}",
+                f"{item['msg']} (got {item.get('input')!r})",
+                _fix_for(dict(item)),
+            )
+            for item in error.errors()
+        ]
+        raise ConfigError(problems, summary=f"{source} is invalid") from None
+    return _resolve_paths(config, base_dir) if base_dir else config
+
+
+def _resolve_paths(config: PipelineConfig, base_dir: Path) -> PipelineConfig:
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else (path if path.is_absolute() else (base_dir / path)).resolve()
+
+    return config.model_copy(
+        update={
+            "workspace": absolute(config.workspace),
+            "results_root": absolute(config.results_root),
+            "spec_file": absolute(config.spec_file),
+        }
+    )
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """Read and validate `pipeline.yaml`; relative paths in it are relative to the file."""
+    if not path.is_file():
+        raise ConfigError.at(str(path), "the pipeline config file does not exist", "pass an existing file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError.at(str(path), f"is not valid YAML ({error})", "fix the YAML syntax") from None
+    return config_from_mapping(data, source=str(path), base_dir=path.resolve().parent)

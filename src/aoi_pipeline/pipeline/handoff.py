@@ -1,0 +1,221 @@
+"""The handoffs between phases and out of the run.
+
+Phase 1 -> Phase 2: the winning trial's tuned keys are merged onto the base spec (written in the run
+directory; the user's workspace spec is never overwritten), its checkpoint is copied into `baseline/train/`
+and the run state is started with that checkpoint pre-seeded as the baseline, so Phase 2 begins at baseline
+inference instead of retraining. Deployment handoff: the best completed candidate of the run (the metric
+contract's selection over the baseline, every DEFT iteration and Phase 3's `final_automl`) becomes
+`best_model.json` plus `best_model_inference_spec.yaml` with the contract's threshold as the decision margin.
+The trajectory summary lists every phase's number so a regression is visible.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aoi_pipeline.core.files import atomic_write_json, atomic_write_text
+from aoi_pipeline.core.metric_contract import (
+    Candidate,
+    MetricContract,
+    MetricResult,
+    check_result,
+    pick_best,
+    render_target,
+)
+from aoi_pipeline.core.spec import Spec, dump_spec, get_key, load_spec, set_key
+from aoi_pipeline.core.state import BASELINE, FINAL_AUTOML, init_state, preseed_baseline, read_state
+from aoi_pipeline.errors import StateError
+from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.trials import TrialOutcome
+
+INFERENCE_CHECKPOINT = "/model/best.pth"
+_HANDOFF_DROPPED_BLOCKS = ("train_dataset", "validation_dataset", "test_dataset")
+
+
+def merged_spec(base: Spec, params: Mapping[str, Any]) -> Spec:
+    """The base spec with only the tuned keys of a trial set (paths, architecture and budget untouched)."""
+    spec = base
+    for key, value in params.items():
+        spec = set_key(spec, key, value)
+    return spec
+
+
+def handoff_phase1_to_phase2(
+    *,
+    layout: RunLayout,
+    base_spec: Spec,
+    winner: TrialOutcome,
+    contract: MetricContract,
+    max_iterations: int,
+    state_config: Mapping[str, Any],
+) -> Path:
+    """Write the merged spec, copy the winner's checkpoint into baseline/train/, pre-seed the run state."""
+    if winner.checkpoint is None or winner.train_spec_path is None:
+        raise StateError.at(
+            f"phase1 trial {winner.number}",
+            "the winning trial recorded no checkpoint or training spec",
+            "re-run Phase 1; only completed trials can be handed off",
+        )
+    source = winner.checkpoint
+    if not source.is_file() or source.stat().st_size == 0:
+        raise StateError.at(str(source), "the winning checkpoint is missing or empty", "re-run Phase 1")
+    dump_spec(merged_spec(base_spec, winner.params), layout.merged_spec)
+    train_dir = layout.train_dir(BASELINE)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = train_dir / source.name
+    shutil.copy2(source, checkpoint)
+    # The exact training spec of the checkpoint: inference must be derived from it, not from the merge.
+    training_spec = load_spec(winner.train_spec_path)
+    dump_spec(training_spec, layout.iteration_spec(BASELINE))
+    init_state(
+        layout.root,
+        kpi_target=render_target(contract),
+        metric_contract=contract.to_dict(),
+        max_iterations=max_iterations,
+        config=dict(state_config),
+    )
+    preseed_baseline(
+        layout.root,
+        best_ckpt_path=str(checkpoint),
+        train_metric=winner.far_pct,
+        training_spec=str(layout.iteration_spec(BASELINE)),
+        summary=f"baseline train skipped: reused Phase 1 trial {winner.number} (validation FAR "
+        f"{winner.far_pct:.4g}%)",
+    )
+    return checkpoint
+
+
+@dataclass(frozen=True)
+class BestModel:
+    """The deliverable of a run."""
+
+    iteration: str
+    checkpoint: Path
+    training_spec: Path
+    threshold: float | None
+    result: MetricResult
+
+
+def _completed_candidates(state: Mapping[str, Any], contract: MetricContract) -> list[tuple[Candidate, dict]]:
+    candidates = []
+    for label, entry in state["iterations"].items():
+        raw = entry.get("metric_result")
+        if entry.get("status") != "complete" or not isinstance(raw, Mapping):
+            continue
+        result = check_result(contract, raw, where=f"deft_state.json iterations.{label}.metric_result")
+        candidates.append((Candidate(label, result), entry))
+    return candidates
+
+
+def select_best_model(layout: RunLayout) -> BestModel:
+    """The contract's best completed candidate of the run (baseline, iterations, final_automl)."""
+    state = read_state(layout.root)
+    contract = MetricContract.from_dict(state["metric_contract"])
+    candidates = _completed_candidates(state, contract)
+    best = pick_best(contract, [candidate for candidate, _ in candidates])
+    if best is None:
+        raise StateError.at(
+            str(layout.root / "deft_state.json"),
+            "no completed, evaluated candidate to hand off",
+            "finish at least the baseline evaluation",
+        )
+    entry = next(entry for candidate, entry in candidates if candidate.label == best.label)
+    return BestModel(
+        iteration=best.label,
+        checkpoint=Path(entry["best_ckpt_path"]),
+        training_spec=Path(entry.get("training_spec") or state["config"]["specs_file"]),
+        threshold=entry.get("threshold"),
+        result=best.result,
+    )
+
+
+def deployment_inference_spec(training_spec: Spec, threshold: float | None) -> Spec:
+    """The inference spec a deployment fills in: model verbatim, margin = the contract's threshold."""
+    classify = copy.deepcopy(get_key(training_spec, "dataset.classify"))
+    for block in _HANDOFF_DROPPED_BLOCKS:
+        classify.pop(block, None)
+    classify["infer_dataset"] = {"csv_path": "", "images_dir": ""}
+    classify["batch_size"] = 1
+    classify["workers"] = 1
+    classify.setdefault("augmentation_config", {})["augment"] = False
+    model = copy.deepcopy(training_spec["model"])
+    if threshold is not None:
+        model.setdefault("classify", {})["eval_margin"] = threshold
+    loss = training_spec.get("train", {}).get("classify", {}).get("loss", "ce")
+    return {
+        "encryption_key": training_spec.get("encryption_key", "tlt_encode"),
+        "task": training_spec.get("task", "classify"),
+        "results_dir": "",
+        "train": {"classify": {"loss": loss}},
+        "model": model,
+        "dataset": {"classify": classify},
+        "inference": {"checkpoint": INFERENCE_CHECKPOINT, "batch_size": 1, "results_dir": ""},
+    }
+
+
+def write_deployment_handoff(layout: RunLayout) -> BestModel:
+    """Write best_model.json and best_model_inference_spec.yaml for the run's best candidate."""
+    best = select_best_model(layout)
+    state = read_state(layout.root)
+    training_spec = load_spec(best.training_spec)
+    # TAO flags `score > eval_margin`; our threshold flags `score >= threshold` (same rows, strict form).
+    margin = best.result.diagnostics.get("strict_threshold", best.threshold)
+    dump_spec(deployment_inference_spec(training_spec, margin), layout.best_model_inference_spec)
+    record: dict[str, Any] = {
+        "checkpoint": str(best.checkpoint),
+        "threshold": best.threshold,
+        "metric_contract": state["metric_contract"],
+        "metric_result": state["iterations"][best.iteration]["metric_result"],
+        "iteration": best.iteration,
+        "backbone_type": training_spec.get("model", {}).get("backbone", {}).get("type"),
+        "backbone_container_path": training_spec.get("model", {})
+        .get("backbone", {})
+        .get("pretrained_backbone_path"),
+        "backbone_frozen": training_spec.get("model", {}).get("backbone", {}).get("freeze_backbone"),
+        "images_dir": state["config"].get("images_dir"),
+        "training_spec": str(best.training_spec),
+        "inference_spec": str(layout.best_model_inference_spec),
+    }
+    if best.result.name == "far_pct":
+        record["far_pct"] = best.result.value
+    atomic_write_json(layout.best_model, record)
+    return best
+
+
+def trajectory_lines(
+    state: Mapping[str, Any], phase1_best: float | None, contract: MetricContract
+) -> list[str]:
+    """Phase 1 best (validation) -> baseline -> iterations -> Phase 3, each with its contract value."""
+    unit = contract.unit
+    lines = [f"# Trajectory of {state['results_dir']}", "", f"KPI target: {render_target(contract)}", ""]
+    if phase1_best is not None:
+        lines.append(f"- Phase 1 AutoML best: {phase1_best:.4g}{unit} on the validation set")
+    iterations = sorted(
+        (label for label in state["iterations"] if label.startswith("iter")), key=lambda lab: int(lab[4:])
+    )
+    order = [BASELINE, *iterations]
+    if FINAL_AUTOML in state["iterations"]:
+        order.append(FINAL_AUTOML)
+    for label in order:
+        entry = state["iterations"].get(label, {})
+        result = entry.get("metric_result")
+        if isinstance(result, Mapping):
+            verdict = "passes" if result.get("passed") else "fails"
+            lines.append(f"- {label}: {result['value']:.4g}{unit} on the KPI set ({verdict} the target)")
+        else:
+            lines.append(f"- {label}: not evaluated ({entry.get('status', 'absent')})")
+    return lines
+
+
+def write_trajectory(layout: RunLayout, *, phase1_best: float | None, best: BestModel) -> Path:
+    state = read_state(layout.root)
+    contract = MetricContract.from_dict(state["metric_contract"])
+    lines = trajectory_lines(state, phase1_best, contract)
+    lines += ["", f"Deliverable: {best.iteration} ({best.checkpoint})"]
+    atomic_write_text(layout.trajectory, "\n".join(lines) + "\n")
+    return layout.trajectory

@@ -1,0 +1,139 @@
+"""Where everything of one pipeline run lives on disk, and the pipeline-level phase record.
+
+The run directory `<results_root>/run_<YYYYMMDD_HHMMSS>/` is the unit of work: Phase 1 and Phase 3 trials,
+the DEFT iterations (`baseline/`, `iter<N>/`, `final_automl/`), the Optuna studies, the approval record and
+the handoff files. `PipelineRecord` (`pipeline_state.json`) records phase boundaries and handoffs so a rerun
+on the same directory resumes after the last finished phase; `deft_state.json` stays the single source of
+truth inside Phase 2. Nothing here creates a directory: paths are computed, and the approved flow creates
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aoi_pipeline.core.files import atomic_write_json
+from aoi_pipeline.errors import StateError
+
+PIPELINE_STATE_FILE = "pipeline_state.json"
+PHASES = ("phase1", "handoff_1_2", "phase2", "phase3", "handoff")
+
+
+def new_run_name(now: datetime | None = None) -> str:
+    """`run_<YYYYMMDD_HHMMSS>` in UTC, the reference's run directory naming."""
+    return f"run_{(now or datetime.now(UTC)).strftime('%Y%m%d_%H%M%S')}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths inside one run directory."""
+
+    root: Path
+
+    @property
+    def approval(self) -> Path:
+        return self.root / "approval.json"
+
+    @property
+    def preflight(self) -> Path:
+        return self.root / "preflight.md"
+
+    @property
+    def pipeline_state(self) -> Path:
+        return self.root / PIPELINE_STATE_FILE
+
+    @property
+    def specs_dir(self) -> Path:
+        return self.root / "specs"
+
+    @property
+    def base_spec(self) -> Path:
+        return self.specs_dir / "baseline_spec.yaml"
+
+    @property
+    def merged_spec(self) -> Path:
+        """Phase 1's winner merged onto the base spec; the workspace's own spec is never overwritten."""
+        return self.specs_dir / "baseline_spec_automl.yaml"
+
+    def phase_dir(self, phase: str) -> Path:
+        return self.root / phase
+
+    def study_storage(self, phase: str) -> Path:
+        return self.phase_dir(phase) / "optuna_study.db"
+
+    def trial_dir(self, phase: str, number: int) -> Path:
+        return self.phase_dir(phase) / f"trial_{number:03d}"
+
+    def iteration_dir(self, label: str) -> Path:
+        return self.root / label
+
+    def train_dir(self, label: str) -> Path:
+        return self.iteration_dir(label) / "train"
+
+    def inference_dir(self, label: str, kind: str) -> Path:
+        return self.iteration_dir(label) / "inference" / kind
+
+    def iteration_spec(self, label: str) -> Path:
+        return self.iteration_dir(label) / f"{label}_spec.yaml"
+
+    @property
+    def final_automl_dir(self) -> Path:
+        return self.root / "final_automl"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / "best_model.json"
+
+    @property
+    def best_model_inference_spec(self) -> Path:
+        return self.root / "best_model_inference_spec.yaml"
+
+    @property
+    def trajectory(self) -> Path:
+        return self.root / "trajectory.md"
+
+
+class PipelineRecord:
+    """`pipeline_state.json`: which phases finished, with what, so a rerun resumes after them."""
+
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
+
+    def read(self) -> dict[str, Any]:
+        path = self.layout.pipeline_state
+        if not path.exists():
+            return {"phases": {}}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise StateError.at(
+                str(path),
+                f"cannot be read as JSON ({error})",
+                "restore it from a backup or start a fresh run directory",
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("phases"), dict):
+            raise StateError.at(str(path), "has no 'phases' mapping", "start a fresh run directory")
+        return data
+
+    def phase(self, name: str) -> dict[str, Any] | None:
+        return self.read()["phases"].get(name)
+
+    def done(self, name: str) -> bool:
+        entry = self.phase(name)
+        return bool(entry and entry.get("status") in ("complete", "skipped"))
+
+    def mark(self, name: str, status: str, **fields: Any) -> dict[str, Any]:
+        if name not in PHASES:
+            raise StateError.at(f"pipeline phase {name!r}", "is not a pipeline phase", f"use one of {PHASES}")
+        data = self.read()
+        data["phases"][name] = {
+            "status": status,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **fields,
+        }
+        atomic_write_json(self.layout.pipeline_state, data)
+        return data

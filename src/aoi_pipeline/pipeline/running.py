@@ -1,0 +1,35 @@
+"""How the pipeline runs jobs: the `JobRunner` seam and the rule for a job that did not succeed.
+
+Pipeline steps never start processes themselves; they hand a `TaoJob` to a `JobRunner` (the local launcher
+wrapped by a Prefect task, or later a work-pool deployment) and get a `JobResult` back. A failed job becomes
+an error of the hierarchy: infrastructure failures may be retried by the task layer, program failures are
+hard stops.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aoi_pipeline.errors import InfrastructureJobError, ProgramJobError
+from aoi_pipeline.jobs.job import JobResult, TaoJob
+
+
+class JobRunner(Protocol):
+    """Runs one job to its end and reports how it went."""
+
+    def run(self, job: TaoJob) -> JobResult: ...
+
+
+def require_success(result: JobResult) -> JobResult:
+    """The result itself when the job succeeded; else the matching JobError with the job's evidence."""
+    if result.ok:
+        return result
+    failure = result.failure
+    reason = failure.reason if failure else f"ended {result.status} (exit code {result.exit_code})"
+    evidence = f"; last log lines: {failure.evidence}" if failure and failure.evidence else ""
+    error = InfrastructureJobError if failure and failure.kind == "infrastructure" else ProgramJobError
+    raise error.at(
+        f"job {result.job.name} (log {result.log_path})",
+        f"{result.job.action} {reason}{evidence}",
+        "read the job log; fix the cause (spec, data or machine), then re-run the flow to resume",
+    )
