@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,8 +42,10 @@ class RunInfo:
 
 def _in_thread(factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion, also from inside a running event loop (Jupyter)."""
+    # The caller's context (Prefect settings, e.g. a test harness's API URL) travels into the thread.
+    context = contextvars.copy_context()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
+        return pool.submit(context.run, lambda: asyncio.run(factory())).result()
 
 
 async def _runs(limit: int, paused_only: bool) -> list[RunInfo]:

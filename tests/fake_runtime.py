@@ -1,0 +1,81 @@
+"""A stand-in TAO runtime for flow tests: writes what each action writes, in milliseconds.
+
+`python fake_runtime.py ACTION -e SPEC [k=v ...]`. train writes status.json lines (0-based epochs, as TAO)
+and one checkpoint per epoch; inference writes inference.csv with the input rows plus a siamese_score that
+separates PASS from defects with a margin set by `train.optim.lr` (so trials differ). Every call is appended
+to the file named by FAKE_RUNTIME_CALLS, so tests can assert what was (or was not) launched.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _record(action: str, spec_path: str) -> None:
+    calls = os.environ.get("FAKE_RUNTIME_CALLS")
+    if calls:
+        with open(calls, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"action": action, "spec": spec_path}) + "\n")
+
+
+def _train(spec: dict) -> None:
+    train = spec["train"]
+    out = Path(train["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = int(train["num_epochs"])
+    with (out / "status.json").open("a", encoding="utf-8") as status:
+        for epoch in range(epochs):
+            (out / f"model_epoch_{epoch:03d}_step_{(epoch + 1) * 10:05d}.pth").write_bytes(
+                b"weights %d" % epoch
+            )
+            kpi = {"val_loss": 1.0 / (epoch + 1), "val_acc": 0.5, "val_far": 50.0}
+            status.write(
+                json.dumps({"status": "RUNNING", "epoch": epoch, "max_epoch": epochs - 1, "kpi": kpi}) + "\n"
+            )
+        status.write(json.dumps({"status": "SUCCESS", "message": "Training finished"}) + "\n")
+
+
+def _score(row: dict, margin: float) -> float:
+    noise = int(hashlib.sha256(row["object_name"].encode() + row["input_path"].encode()).hexdigest()[:6], 16)
+    jitter = (noise % 1000) / 1000.0
+    if row["label"] == "PASS":
+        return 0.5 * jitter
+    return min(1.0, 0.5 - margin + jitter * 0.5)
+
+
+def _inference(spec: dict) -> None:
+    block = spec["dataset"]["classify"]["infer_dataset"]
+    out = Path(spec["inference"]["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    margin = min(0.3, float(spec["train"]["optim"]["lr"]) * 100)
+    with open(block["csv_path"], newline="", encoding="utf-8") as source:
+        rows = list(csv.DictReader(source))
+    columns = [*rows[0].keys(), "siamese_score"]
+    with (out / "inference.csv").open("w", newline="", encoding="utf-8") as target:
+        writer = csv.DictWriter(target, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "siamese_score": f"{_score(row, margin):.6f}"})
+
+
+def main(argv: list[str]) -> int:
+    action, spec_path = argv[0], argv[2]
+    _record(action, spec_path)
+    spec = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8"))
+    if os.environ.get("FAKE_RUNTIME_FAIL") == action:
+        print("Traceback (most recent call last):\nValueError: planted failure", file=sys.stderr)
+        return 1
+    {"train": _train, "inference": _inference}[action](spec)
+    print("Execution status: PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
