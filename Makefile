@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit clean
+.PHONY: setup test lint unit clean demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,8 @@ test: setup lint unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# The main job on the embedded default: synthetic workspace, local launcher, reference runtime, a local
+# Prefect server (started on first use). Drop --yes to approve the plan in the Prefect UI or the terminal.
+demo: setup
+	$(BIN)/aoi-pipeline demo --yes
