@@ -10,10 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from tasks.gate import approval_gate
-from tasks.jobs import cancel_running_jobs
-from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run
-from tasks.preflight import preflight
 
 from aoi_pipeline.approval import ApprovalRecord
 from aoi_pipeline.config import PipelineConfig
@@ -29,6 +25,10 @@ from aoi_pipeline.pipeline.run import ensure_run_state, phase2_best_checkpoint, 
 from aoi_pipeline.pipeline.specs import with_train_csv, workspace_base_spec
 from flows.automl_sweep import automl_sweep
 from flows.deft_loop import deft_loop
+from tasks.gate import approval_gate
+from tasks.jobs import cancel_running_jobs
+from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run
+from tasks.preflight import preflight
 
 
 def _jobs(config: PipelineConfig) -> JobContext:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.futures import as_completed
-from tasks.phases import publish_trials, trial
 
 from aoi_pipeline.config import AutomlSettings
 from aoi_pipeline.core.metric_contract import MetricContract
@@ -19,6 +18,7 @@ from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.study import Proposal, open_study
 from aoi_pipeline.pipeline.sweep import run_sweep
 from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome
+from tasks.phases import publish_trials, trial
 
 
 @flow(name="automl-sweep", flow_run_name="{phase}", validate_parameters=False)

@@ -7,7 +7,6 @@ first stage not committed and never redoes a committed one.
 from __future__ import annotations
 
 from prefect import flow
-from tasks.phases import evaluate, finalize_phase2, train_baseline
 
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.metric_contract import MetricContract
@@ -17,6 +16,7 @@ from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import StateError
 from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import RunLayout
+from tasks.phases import evaluate, finalize_phase2, train_baseline
 
 
 @flow(name="deft-loop", validate_parameters=False)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from aoi_pipeline.pipeline.preflight import PreflightReport, run_preflight
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from aoi_pipeline.config import PipelineConfig
+from aoi_pipeline.pipeline.preflight import PreflightReport, run_preflight
 
 
 @task(name="pre-flight", cache_policy=NONE)
