@@ -1,0 +1,343 @@
+"""One AutoML trial: a real training job, inference on the validation CSV, and the FAR that scores it.
+
+A recommendation's parameters go into a training spec with the phase's pinned epochs and batch size (and the
+warm-start checkpoint in Phase 3); the trained checkpoint (best validation loss, else the latest) scores the
+validation CSV, never the KPI set, and the trial's value is the FAR at the metric contract's recall. A model
+that scores every validation row the same, or flags every row at that operating point, has collapsed to one
+class and is rejected rather than ranked. A program failure fails only this trial and the sweep goes on; an
+infrastructure failure raises `TrialInfrastructureError` so the caller may retry the trial. The outcome is
+recorded in `trial.json` beside the jobs' own directories, and a trial whose outcome is recorded is never run
+again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from aoi_pipeline.config import AutomlSettings
+from aoi_pipeline.core.far import FarResult, ScoredRows, far_at_recall, read_scored_csv
+from aoi_pipeline.core.files import atomic_write_json
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.errors import AoiPipelineError, InfrastructureJobError, MetricContractError, Problem, StateError
+from aoi_pipeline.jobs.checkpoints import STATUS_FILE, best_val_checkpoint, latest_checkpoint
+from aoi_pipeline.jobs.failures import Failure
+from aoi_pipeline.jobs.job import JobResult, TaoJob
+from aoi_pipeline.jobs.status import read_status, validation_history
+from aoi_pipeline.pipeline.running import JobRunner
+from aoi_pipeline.pipeline.specs import inference_spec, training_spec
+
+TrialState = Literal["complete", "failed", "collapsed"]
+TRIAL_FILE = "trial.json"
+TRAIN_DIR = "train"
+VAL_INFERENCE_DIR = "val_inference"
+INFERENCE_CSV = "inference.csv"
+# Scores closer together than this are one score: float32 networks do not separate rows by less.
+COLLAPSE_SPREAD = 1e-9
+_JOB_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class TrialInfrastructureError(InfrastructureJobError):
+    """A trial's job failed for a reason outside the program (lost node, full disk, no runtime): retriable."""
+
+    failure: Failure | None = None
+
+
+class TrialCancelledError(AoiPipelineError):
+    """A trial's job was cancelled; the trial has no outcome and must not be retried."""
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How one trial ended; `far_pct` is the value the study minimises (only when state is complete)."""
+
+    number: int
+    params: dict[str, Any]
+    state: TrialState
+    far_pct: float | None
+    recall_pct: float | None
+    threshold: float | None
+    val_loss: float | None
+    checkpoint: Path | None
+    train_spec_path: Path | None
+    inference_csv: Path | None
+    duration_s: float
+    reason: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON document of `trial.json` (paths as strings)."""
+        record = asdict(self)
+        for name in ("checkpoint", "train_spec_path", "inference_csv"):
+            record[name] = None if record[name] is None else str(record[name])
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, where: str) -> TrialOutcome:
+        """The outcome a `trial.json` holds; StateError naming `where` when it is not one."""
+        try:
+            state = record["state"]
+            if state not in get_args(TrialState):
+                raise ValueError(f"state {state!r} is not one of {get_args(TrialState)}")
+            return cls(
+                number=int(record["number"]),
+                params=dict(record["params"]),
+                state=state,
+                far_pct=_optional_float(record["far_pct"]),
+                recall_pct=_optional_float(record["recall_pct"]),
+                threshold=_optional_float(record["threshold"]),
+                val_loss=_optional_float(record["val_loss"]),
+                checkpoint=_optional_path(record["checkpoint"]),
+                train_spec_path=_optional_path(record["train_spec_path"]),
+                inference_csv=_optional_path(record["inference_csv"]),
+                duration_s=float(record["duration_s"]),
+                reason=str(record.get("reason", "")),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise StateError.at(
+                where,
+                f"is not a trial outcome ({type(error).__name__}: {error})",
+                "delete the trial directory so the trial runs again, or restore the file",
+            ) from None
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def read_outcome(trial_dir: Path) -> TrialOutcome | None:
+    """The outcome recorded in `<trial_dir>/trial.json`, or None when the trial has not finished."""
+    path = Path(trial_dir) / TRIAL_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        raise StateError.at(
+            str(path), f"is not valid JSON ({error})", "delete the trial directory so the trial runs again"
+        ) from None
+    if not isinstance(record, Mapping):
+        raise StateError.at(str(path), "does not hold a JSON object", "delete the trial directory")
+    return TrialOutcome.from_record(record, where=str(path))
+
+
+def run_trial(
+    *,
+    number: int,
+    params: Mapping[str, Any],
+    base_spec: Spec,
+    trial_dir: Path,
+    settings: AutomlSettings,
+    contract: MetricContract,
+    validation_csv: Path,
+    images_dir: Path,
+    image: str,
+    runtime: str,
+    runner: JobRunner,
+    pretrained_model: Path | None = None,
+    gpus: int = 0,
+    timeout_s: float | None = None,
+) -> TrialOutcome:
+    """Train with `params`, score the validation CSV, and record the outcome in `trial_dir/trial.json`.
+
+    `timeout_s` limits each job. A trial already recorded in `trial_dir` returns its recorded outcome
+    without running anything; the directories of an earlier unfinished attempt (an infrastructure failure
+    being retried) are kept beside the new ones as `train.attempt<N>` / `val_inference.attempt<N>`.
+    Raises TrialInfrastructureError (retriable) or TrialCancelledError; a spec that the parameters cannot
+    be applied to raises SpecError before any job runs.
+    """
+    started = time.monotonic()
+    trial_dir = Path(trial_dir)
+    recorded = _recorded_outcome(trial_dir, number, params)
+    if recorded is not None:
+        return recorded
+    train_dir, inference_dir = trial_dir / TRAIN_DIR, trial_dir / VAL_INFERENCE_DIR
+    train_spec = training_spec(
+        base_spec,
+        results_dir=train_dir,
+        num_epochs=settings.num_epochs,
+        batch_size=settings.batch_size,
+        params=params,
+        pretrained_model=pretrained_model,
+        extra_overrides=settings.spec_overrides,
+    )
+    _set_aside_earlier_attempt(train_dir, inference_dir)
+    record = _Recorder(trial_dir, number, dict(params), started)
+
+    def job(action: str, spec: Spec, results_dir: Path) -> TaoJob:
+        return TaoJob(
+            name=_job_name(trial_dir, number, action),
+            action=action,
+            image=image,
+            spec=spec,
+            results_dir=results_dir,
+            runtime=runtime,  # type: ignore[arg-type]  # TaoJob validates it
+            gpus=gpus,
+            timeout_s=timeout_s,
+        )
+
+    trained = runner.run(job("train", train_spec, train_dir))
+    if (reason := _program_failure(trained, number, "train")) is not None:
+        return record.failed(reason, train_spec_path=trained.spec_path)
+    checkpoint = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
+    val_loss = min_val_loss(train_dir)
+    if checkpoint is None:
+        reason = f"train wrote no checkpoint into {train_dir}"
+        return record.failed(reason, train_spec_path=trained.spec_path, val_loss=val_loss)
+    scoring_spec = inference_spec(
+        train_spec,
+        checkpoint=checkpoint.path,
+        csv_path=Path(validation_csv),
+        images_dir=Path(images_dir),
+        results_dir=inference_dir,
+    )
+    inferred = runner.run(job("inference", scoring_spec, inference_dir))
+    known = {"train_spec_path": trained.spec_path, "val_loss": val_loss, "checkpoint": checkpoint.path}
+    if (reason := _program_failure(inferred, number, "validation inference")) is not None:
+        return record.failed(reason, **known)
+    scores_csv = inference_dir / INFERENCE_CSV
+    try:
+        rows = read_scored_csv(scores_csv)
+    except MetricContractError as error:
+        return record.failed(f"validation scoring failed: {error}", inference_csv=scores_csv, **known)
+    recall = contract.recall_target_pct
+    far = far_at_recall(rows, 100.0 if recall is None else recall)
+    return record.scored(far, collapse_reason(rows, far), inference_csv=scores_csv, **known)
+
+
+def min_val_loss(train_dir: Path) -> float | None:
+    """The lowest finite `val_loss` of the validations in the train job's status.json, else None."""
+    history = validation_history(read_status(Path(train_dir) / STATUS_FILE))
+    losses = [kpis["val_loss"] for _, kpis in history if math.isfinite(kpis.get("val_loss", math.nan))]
+    return min(losses) if losses else None
+
+
+def collapse_reason(rows: ScoredRows, far: FarResult) -> str | None:
+    """Why the scores show a model collapsed to one class, or None when they separate the rows at all.
+
+    Collapsed: every row got the same score, or every row is flagged as a defect at the threshold that
+    reaches the recall (no PASS row is left below the weakest defect kept; FAR is 100 %). The opposite,
+    every row below the threshold, cannot happen: the threshold always keeps at least one defect.
+    """
+    spread = float(rows.scores.max() - rows.scores.min())
+    if spread < COLLAPSE_SPREAD:
+        return (
+            f"mode collapse: every one of the {len(rows.labels)} validation rows got the same score "
+            f"({float(rows.scores[0]):.6g}), so the model cannot tell PASS from defects"
+        )
+    if far.fp == far.n_pass and far.tp == far.n_defect:
+        return (
+            f"mode collapse: at the threshold {far.threshold:.6g} (recall {far.recall_pct:g} %) every one of "
+            f"the {len(rows.labels)} validation rows is flagged as a defect (FAR 100 %)"
+        )
+    return None
+
+
+class _Recorder:
+    """Builds a trial's outcome and writes it to trial.json."""
+
+    def __init__(self, trial_dir: Path, number: int, params: dict[str, Any], started: float) -> None:
+        self.trial_dir, self.number, self.params, self.started = trial_dir, number, params, started
+
+    def failed(self, reason: str, **known: Any) -> TrialOutcome:
+        return self._write("failed", reason, **known)
+
+    def scored(self, far: FarResult, collapsed: str | None, **known: Any) -> TrialOutcome:
+        return self._write(
+            "collapsed" if collapsed else "complete",
+            collapsed or "",
+            far_pct=far.far_pct,
+            recall_pct=far.recall_pct,
+            threshold=far.threshold,
+            **known,
+        )
+
+    def _write(self, state: TrialState, reason: str, **known: Any) -> TrialOutcome:
+        values: dict[str, Any] = {
+            "far_pct": None,
+            "recall_pct": None,
+            "threshold": None,
+            "val_loss": None,
+            "checkpoint": None,
+            "train_spec_path": None,
+            "inference_csv": None,
+            **known,
+        }
+        outcome = TrialOutcome(
+            number=self.number,
+            params=self.params,
+            state=state,
+            duration_s=time.monotonic() - self.started,
+            reason=reason,
+            **values,
+        )
+        self.trial_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.trial_dir / TRIAL_FILE, outcome.to_record())
+        return outcome
+
+
+def _program_failure(result: JobResult, number: int, stage: str) -> str | None:
+    """None for a success, the reason for a program failure; raises for infrastructure and cancellation."""
+    if result.ok:
+        return None
+    where = f"trial {number}, {stage} job {result.job.name} (log {result.log_path})"
+    if result.status == "cancelled":
+        raise TrialCancelledError.at(where, "the job was cancelled", "start the run again to resume it")
+    failure = result.failure
+    if failure is not None and failure.kind == "infrastructure":
+        error = TrialInfrastructureError(
+            Problem(
+                where,
+                f"an infrastructure failure: {failure.reason}",
+                "retry the trial as it is; if it keeps failing, fix the machine or platform named above",
+            )
+        )
+        error.failure = failure
+        raise error
+    return f"{stage} failed: {failure.reason if failure else f'the job ended {result.status}'}"
+
+
+def _recorded_outcome(trial_dir: Path, number: int, params: Mapping[str, Any]) -> TrialOutcome | None:
+    outcome = read_outcome(trial_dir)
+    if outcome is None:
+        return None
+    if outcome.number != number or _as_json(outcome.params) != _as_json(params):
+        raise StateError.at(
+            str(trial_dir / TRIAL_FILE),
+            f"records trial {outcome.number} with other parameters than trial {number} asks for",
+            "give every trial its own directory (RunLayout.trial_dir) or delete the stale one",
+        )
+    return outcome
+
+
+def _as_json(params: Mapping[str, Any]) -> Any:
+    return json.loads(json.dumps(dict(params), sort_keys=True, default=str))
+
+
+def _set_aside_earlier_attempt(*job_dirs: Path) -> None:
+    """Rename what an unfinished earlier attempt left, so each job gets the fresh directory it needs."""
+    for job_dir in job_dirs:
+        if not job_dir.exists():
+            continue
+        attempt = 1
+        while (aside := job_dir.with_name(f"{job_dir.name}.attempt{attempt}")).exists():
+            attempt += 1
+        job_dir.rename(aside)
+
+
+def _job_name(trial_dir: Path, number: int, action: str) -> str:
+    phase = _JOB_NAME_CHARS.sub("-", trial_dir.parent.name).strip("-._")
+    stem = f"trial{number:03d}-{action}"
+    return f"{phase}-{stem}" if phase else stem
