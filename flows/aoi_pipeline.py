@@ -23,6 +23,7 @@ from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout, new_run_name
 from aoi_pipeline.pipeline.resume import recorded_approval
 from aoi_pipeline.pipeline.run import ensure_run_state, phase2_best_checkpoint, phase2_training_csv
 from aoi_pipeline.pipeline.specs import with_train_csv, workspace_base_spec
+from aoi_pipeline.pipeline.trials import read_outcome
 from flows.automl_sweep import automl_sweep
 from flows.deft_loop import deft_loop
 from tasks.gate import approval_gate
@@ -82,12 +83,14 @@ def aoi_pipeline(
         start_run(layout, approval, report.markdown(), base_spec)
 
     with WorkspaceLock(workspace.root, owner=f"aoi-pipeline {run_name}"):
-        phase1_best = None
-        if config.phase1.enabled and not record.done("phase1"):
-            winner = automl_sweep("phase1", layout, base_spec, config.phase1, contract, workspace, jobs)
-            record.mark("phase1", "complete", trial=winner.number, far_pct=winner.far_pct)
+        phase1_best, winner = None, None
         if config.phase1.enabled:
-            phase1_best = record.phase("phase1")["far_pct"]
+            if not record.done("phase1"):
+                winner = automl_sweep("phase1", layout, base_spec, config.phase1, contract, workspace, jobs)
+                record.mark("phase1", "complete", trial=winner.number, far_pct=winner.far_pct)
+            phase1 = record.phase("phase1")
+            phase1_best = phase1["far_pct"]
+            winner = winner or read_outcome(layout.trial_dir("phase1", phase1["trial"]))
         if not record.done("handoff_1_2"):
             if config.phase1.enabled:
                 handoff_1_2(layout, base_spec, winner, contract, config, workspace)
@@ -114,7 +117,8 @@ def aoi_pipeline(
             )
             register_phase3(layout, winner3, contract, workspace, jobs)
             record.mark("phase3", "complete", warm_start=label, trial=winner3.number)
-        result = deployment_handoff(layout, phase1_best)
-        record.mark("handoff", "complete", **result)
+        if not record.done("handoff"):
+            record.mark("handoff", "complete", **deployment_handoff(layout, phase1_best))
+    result = {key: value for key, value in record.phase("handoff").items() if key not in ("status", "at")}
     logger.info("deliverable: %s (%s)", result["best_model"], result["iteration"])
     return {"status": "complete", "plan_hash": report.plan_hash, **result}

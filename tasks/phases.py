@@ -153,5 +153,5 @@ def deployment_handoff(layout: RunLayout, phase1_best: float | None) -> dict[str
         "iteration": best.iteration,
         "value": best.result.value,
         "passed": best.result.passed,
-        "status": state["status"],
+        "deft_status": state["status"],
     }
