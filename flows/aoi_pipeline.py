@@ -18,10 +18,9 @@ from aoi_pipeline.core.metric_contract import parse_target
 from aoi_pipeline.core.spec import load_spec
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import AoiPipelineError
-from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout, new_run_name
 from aoi_pipeline.pipeline.resume import recorded_approval
-from aoi_pipeline.pipeline.run import ensure_run_state, phase2_best_checkpoint, phase2_training_csv
+from aoi_pipeline.pipeline.run import ensure_run_state, job_context, phase2_best_checkpoint, phase2_training_csv
 from aoi_pipeline.pipeline.specs import with_train_csv, workspace_base_spec
 from aoi_pipeline.pipeline.trials import read_outcome
 from flows.automl_sweep import automl_sweep
@@ -30,17 +29,6 @@ from tasks.gate import approval_gate
 from tasks.jobs import cancel_running_jobs
 from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run
 from tasks.preflight import preflight
-
-
-def _jobs(config: PipelineConfig) -> JobContext:
-    minutes = config.job_timeout_minutes
-    gpus = 0 if config.gpus == 0 else config.gpus_per_job
-    return JobContext(
-        image=config.images.train,
-        runtime=config.runtime,
-        gpus=gpus,
-        timeout_s=None if minutes is None else minutes * 60,
-    )
 
 
 @flow(
@@ -76,7 +64,7 @@ def aoi_pipeline(
 
     workspace = Workspace.at(config.workspace)
     contract = parse_target(config.kpi_target)
-    jobs = _jobs(config)
+    jobs = job_context(config)
     base_spec = workspace_base_spec(config, workspace)
     record = PipelineRecord(layout)
     if not layout.approval.exists():

@@ -66,9 +66,7 @@ def automl_sweep(
         on_progress=lambda table: publish_trials(phase, table),
         finished=lambda number: read_outcome(layout.trial_dir(phase, number)),
     )
-    winner = (
-        None if summary.best_number is None else read_outcome(layout.trial_dir(phase, summary.best_number))
-    )
+    winner = None if summary.best_number is None else read_outcome(layout.trial_dir(phase, summary.best_number))
     if winner is None:
         raise AoiPipelineError.at(
             f"{phase} ({layout.phase_dir(phase)})",

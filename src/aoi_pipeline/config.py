@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aoi_pipeline.core.spec import load_yaml_text
 from aoi_pipeline.errors import ConfigError, Problem
 
 DEFAULT_TAO_PYT_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt"
@@ -113,7 +114,7 @@ class PipelineConfig(_Strict):
     spec_overrides: tuple[str, ...] = ()
     dataset: DatasetSettings = DatasetSettings()
     images: Images = Images()
-    gpus: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    gpus: int | Literal["auto"] = "auto"
     gpus_per_job: Annotated[int, Field(ge=0)] = 1
     job_timeout_minutes: Annotated[float, Field(gt=0)] | None = None
     credentials: tuple[str, ...] = ()
@@ -121,6 +122,13 @@ class PipelineConfig(_Strict):
     deft: DeftSettings = DeftSettings()
     phase3: AutomlSettings = AutomlSettings()
     estimates: Estimates = Estimates()
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_count(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ValueError("must be 'auto' or a GPU count >= 0")
 
     @property
     def resolved_results_root(self) -> Path:
@@ -145,9 +153,7 @@ def _fix_for(error: dict[str, Any]) -> str:
     return "correct the value"
 
 
-def config_from_mapping(
-    data: Any, *, source: str = "pipeline config", base_dir: Path | None = None
-) -> PipelineConfig:
+def config_from_mapping(data: Any, *, source: str = "pipeline config", base_dir: Path | None = None) -> PipelineConfig:
     """Validate a mapping (parsed YAML or notebook dict); relative paths resolve against `base_dir`."""
     if not isinstance(data, dict):
         got = type(data).__name__
@@ -185,7 +191,9 @@ def load_config(path: Path) -> PipelineConfig:
     if not path.is_file():
         raise ConfigError.at(str(path), "the pipeline config file does not exist", "pass an existing file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise ConfigError.at(str(path), f"is not UTF-8 text (byte {error.start})", "save the file as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError.at(str(path), f"is not valid YAML ({error})", "fix the YAML syntax") from None
     return config_from_mapping(data, source=str(path), base_dir=path.resolve().parent)

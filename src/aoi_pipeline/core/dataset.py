@@ -148,7 +148,7 @@ class FileIndex:
             try:
                 with os.scandir(key) as entries:
                     self._listings[key] = frozenset(entry.name for entry in entries if entry.is_file())
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL byte in a CSV path
                 self._listings[key] = None
         return self._listings[key]
 
@@ -230,9 +230,7 @@ def read_csv_table(
 
 def _read_text(path: Path, *, allow_bom: bool, role: str, log: ProblemLog) -> str:
     if not path.exists():
-        raise DatasetError.at(
-            str(path), f"{role} does not exist", f"create it, or pass the path of the {role}"
-        )
+        raise DatasetError.at(str(path), f"{role} does not exist", f"create it, or pass the path of the {role}")
     if not path.is_file():
         raise DatasetError.at(str(path), f"{role} is not a file", f"pass the path of the {role} file itself")
     data = path.read_bytes()
@@ -245,8 +243,7 @@ def _read_text(path: Path, *, allow_bom: bool, role: str, log: ProblemLog) -> st
                 "encoding problems",
                 Problem(
                     str(path),
-                    "starts with a UTF-8 byte order mark (BOM), so TAO reads the first column as "
-                    "'\\ufeffinput_path'",
+                    "starts with a UTF-8 byte order mark (BOM), so TAO reads the first column as '\\ufeffinput_path'",
                     "save the file as UTF-8 without BOM",
                 ),
             )
@@ -442,11 +439,7 @@ class _RowRules:
         object_name_ok = self._check_object_name(number, row["object_name"])
         self._check_label(number, row["label"])
         for column in PATH_COLUMNS:
-            if (
-                self._check_path_cell(number, column, row[column])
-                and object_name_ok
-                and self.files is not None
-            ):
+            if self._check_path_cell(number, column, row[column]) and object_name_ok and self.files is not None:
                 self._check_images(number, column, row[column], row["object_name"])
 
     def _check_path_cell(self, number: int, column: str, value: str) -> bool:
@@ -462,9 +455,7 @@ class _RowRules:
                 ),
             )
         elif PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute():
-            self.log.add(
-                "absolute paths", Problem(where, f"{column} '{value}' is absolute", self._relative_fix(value))
-            )
+            self.log.add("absolute paths", Problem(where, f"{column} '{value}' is absolute", self._relative_fix(value)))
         elif "\\" in value:
             self.log.add(
                 "paths with backslashes",
@@ -557,9 +548,7 @@ class _RowRules:
         if label == PASS_LABEL:
             return
         if not label.strip():
-            self.log.add(
-                "empty labels", Problem(where, "label is empty", "write PASS or a lower-case defect type")
-            )
+            self.log.add("empty labels", Problem(where, "label is empty", "write PASS or a lower-case defect type"))
         elif label.strip().upper() == PASS_LABEL:
             self.log.add(
                 "PASS labels in the wrong case",
@@ -588,14 +577,9 @@ class _RowRules:
             if self.files.is_file(image):
                 continue
             kind = "missing image files"
-            fix = (
-                ""
-                if self.log.is_full(kind)
-                else self._missing_image_fix(column, directory, object_name, light)
-            )
+            fix = "" if self.log.is_full(kind) else self._missing_image_fix(column, directory, object_name, light)
             what = (
-                f"image {image} does not exist "
-                f"({column} '{directory}', object_name '{object_name}', light '{light}')"
+                f"image {image} does not exist ({column} '{directory}', object_name '{object_name}', light '{light}')"
             )
             self.log.add(kind, Problem(self.where(number, column), what, fix))
 
@@ -621,17 +605,12 @@ class _RowRules:
         folder = os.path.normpath(os.path.join(self.images_dir, directory))
         listing = self.files.names(folder)
         if listing is None:
-            return (
-                f"directory {folder} does not exist: fix {column} (relative to images_dir {self.images_dir})"
-            )
+            return f"directory {folder} does not exist: fix {column} (relative to images_dir {self.images_dir})"
         stem = f"{object_name}_{light}"
         same_stem = sorted(entry for entry in listing if os.path.splitext(entry)[0] == stem)
         if same_stem:
             found_ext = os.path.splitext(same_stem[0])[1]
-            return (
-                f"set image_ext (dataset.classify.image_ext) to '{found_ext}': "
-                f"the images exist with that extension"
-            )
+            return f"set image_ext (dataset.classify.image_ext) to '{found_ext}': the images exist with that extension"
         same_object = sorted(entry for entry in listing if entry.startswith(f"{object_name}_"))
         if same_object:
             return f"{same_object[0]} exists: check the light names {list(self.lights)} and object_name"
@@ -657,10 +636,7 @@ def _check_duplicate(
     if first == number:
         return
     first_label, label = dataset.rows[first - 1]["label"], row["label"]
-    what = (
-        f"duplicates row {first} "
-        f"(input_path '{cells[0]}', golden_path '{cells[1]}', object_name '{cells[2]}')"
-    )
+    what = f"duplicates row {first} (input_path '{cells[0]}', golden_path '{cells[1]}', object_name '{cells[2]}')"
     if first_label == label:
         fix = f"remove row {number} or row {first}"
     else:
@@ -681,9 +657,7 @@ def _check_both_classes(dataset: DatasetCsv, log: ProblemLog, *, why: str) -> No
     if not any(is_defect(label) and label.strip() for label in counts):
         log.add(
             "class problems",
-            Problem(
-                where, f"has only PASS rows ({described})", f"add defect rows (any label but PASS): {why}"
-            ),
+            Problem(where, f"has only PASS rows ({described})", f"add defect rows (any label but PASS): {why}"),
         )
 
 
@@ -717,17 +691,13 @@ def _check_batch_size(dataset: DatasetCsv, batch_size: int, num_gpus: int, log: 
         log.add("batch problems", Problem(where, what, fix))
 
 
-def image_files(
-    row: Mapping[str, str], *, images_dir: Path, lights: Sequence[str], image_ext: str
-) -> tuple[Path, ...]:
+def image_files(row: Mapping[str, str], *, images_dir: Path, lights: Sequence[str], image_ext: str) -> tuple[Path, ...]:
     """The image files TAO opens for a row: the test side for every light, then the golden side."""
     ext = normalize_image_ext(image_ext)
     names = normalize_lights(lights)
     object_name = row["object_name"]
     return tuple(
-        Path(images_dir, row[column], f"{object_name}_{light}{ext}")
-        for column in PATH_COLUMNS
-        for light in names
+        Path(images_dir, row[column], f"{object_name}_{light}{ext}") for column in PATH_COLUMNS for light in names
     )
 
 
@@ -737,9 +707,7 @@ def write_dataset_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping
     A row lacking a column gets an empty cell; a row with a column not in `columns` raises ValueError.
     """
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(
-        buffer, fieldnames=list(columns), restval="", extrasaction="raise", lineterminator="\n"
-    )
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", extrasaction="raise", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

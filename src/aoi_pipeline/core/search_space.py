@@ -45,7 +45,9 @@ DEFAULT_SEARCH_SPACE: tuple[SearchParam, ...] = (
 )
 
 
-def _param_from_override(key: str, raw: Mapping[str, Any], architecture: bool) -> SearchParam:
+def _param_from_override(key: str, raw: Any, architecture: bool) -> SearchParam:
+    # Accept plain mappings (YAML, notebooks) and validated config models alike.
+    raw = raw.model_dump() if hasattr(raw, "model_dump") else raw
     kind = raw.get("type", "float")
     choices = raw.get("choices")
     return SearchParam(

@@ -118,6 +118,11 @@ def _yaml_value(text: str) -> Any:
     return yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
 
 
+def load_yaml_text(text: str) -> Any:
+    """Safe YAML as every YAML input of the product is read: `1e-5` is a float, a duplicated key an error."""
+    return _yaml_value(text)
+
+
 def load_spec(path: Path) -> Spec:
     """Read a spec YAML file; SpecError naming the file (and line) when it is unreadable or not a mapping."""
     path = Path(path)
@@ -125,21 +130,15 @@ def load_spec(path: Path) -> Spec:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise SpecError.at(
-            where, "the spec file does not exist", "check the path, or write the spec first"
-        ) from None
+        raise SpecError.at(where, "the spec file does not exist", "check the path, or write the spec first") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError.at(
-            where, f"cannot read the spec as UTF-8 text ({exc})", "save it as UTF-8 YAML"
-        ) from None
+        raise SpecError.at(where, f"cannot read the spec as UTF-8 text ({exc})", "save it as UTF-8 YAML") from None
     try:
         data = _yaml_value(text)
     except yaml.YAMLError as exc:
         raise SpecError.at(_yaml_where(where, exc), f"invalid YAML: {_yaml_reason(exc)}", _YAML_FIX) from None
     if data is None:
-        raise SpecError.at(
-            where, "the spec file is empty", "write the spec's keys (start from baseline_spec)"
-        )
+        raise SpecError.at(where, "the spec file is empty", "write the spec's keys (start from baseline_spec)")
     if not isinstance(data, dict):
         raise SpecError.at(
             where,
@@ -169,9 +168,7 @@ def dump_spec(spec: Spec, path: Path) -> None:
     if not isinstance(spec, Mapping):
         raise SpecError.at(str(path), f"a spec must be a mapping, got {_kind_name(spec)}", _PLAIN_FIX)
     problems = [
-        Problem(
-            f"{path}: {key}", f"{value!r} ({type(value).__name__}) cannot be written to a spec", _PLAIN_FIX
-        )
+        Problem(f"{path}: {key}", f"{value!r} ({type(value).__name__}) cannot be written to a spec", _PLAIN_FIX)
         for key, value in _non_plain_values(spec, "")
     ]
     if problems:
@@ -291,9 +288,7 @@ def _step_problem(node: Any, part: PathPart, walked: list[PathPart], dotted: str
             return Problem(
                 dotted,
                 f"index {part} is out of range: {here} has {len(node)} item(s)",
-                f"use an index from 0 to {len(node) - 1}"
-                if node
-                else "the list is empty: set the whole list",
+                f"use an index from 0 to {len(node) - 1}" if node else "the list is empty: set the whole list",
             )
         return None
     if not isinstance(node, Mapping):
@@ -383,15 +378,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     where = key or text or "(empty override)"
     if not sep or not key:
-        raise SpecError.at(
-            where, f"override {text!r} is not of the form key=value", "write e.g. train.num_epochs=20"
-        )
+        raise SpecError.at(where, f"override {text!r} is not of the form key=value", "write e.g. train.num_epochs=20")
     if key.startswith(_HYDRA_PREFIXES):
         raise SpecError.at(
             where,
             f"override {text!r} uses a Hydra prefix ({key[0]}) that specs here do not support",
-            f"write {key.lstrip('+~')}=<value>: every known key can be set directly "
-            "(remove a key by editing the spec)",
+            f"write {key.lstrip('+~')}=<value>: every known key can be set directly (remove a key by editing the spec)",
         )
     _parse_dotted(key, where=where)
     if raw.strip() == "":
@@ -475,9 +467,7 @@ def validate_spec(spec: Spec, *, action: Action = "train", where: str = "spec") 
     forbidden = list(_forbidden_paths(spec, ""))
     problems += [_forbidden_problem(f"{where}: {dotted}", dotted) for dotted in forbidden]
     problems += [
-        _unknown_problem(f"{where}: {dotted}", dotted)
-        for dotted in unknown_keys(spec)
-        if dotted not in forbidden
+        _unknown_problem(f"{where}: {dotted}", dotted) for dotted in unknown_keys(spec) if dotted not in forbidden
     ]
     problems += _value_problems(spec, spec_schema.SCHEMA, "", where)
     problems += _invariant_problems(spec, action, where)
@@ -498,9 +488,7 @@ def _forbidden_paths(node: Any, prefix: str) -> Iterator[str]:
             yield from _forbidden_paths(child, f"{prefix}[{index}]")
 
 
-def _value_problems(
-    node: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, where: str
-) -> list[Problem]:
+def _value_problems(node: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, where: str) -> list[Problem]:
     problems: list[Problem] = []
     for key, value in node.items():
         child = schema.get(key) if isinstance(key, str) else None
@@ -534,9 +522,7 @@ def _leaf_problem(value: Any, rule: KeySpec, dotted: str, where: str) -> Problem
         return None
     expected = _kind_mismatch(value, rule)
     if expected is not None:
-        return Problem(
-            location, f"expected {expected}, got {value!r} ({_kind_name(value)})", _kind_fix(rule, value)
-        )
+        return Problem(location, f"expected {expected}, got {value!r} ({_kind_name(value)})", _kind_fix(rule, value))
     if rule.choices is not None and value not in rule.choices:
         allowed = ", ".join(map(str, rule.choices))
         return Problem(location, f"{value!r} is not an allowed value", f"use one of: {allowed}")
@@ -618,9 +604,7 @@ def _number(spec: Mapping[str, Any], dotted: str, *, whole: bool = False) -> flo
 def _invariant_problems(spec: Mapping[str, Any], action: Action, where: str) -> list[Problem]:
     problems = _task_problems(spec, where) + _loss_problems(spec, where) + _cls_weight_problems(spec, where)
     if action == "train":
-        problems += (
-            _interval_problems(spec, where) + _batch_problems(spec, where) + _backbone_problems(spec, where)
-        )
+        problems += _interval_problems(spec, where) + _batch_problems(spec, where) + _backbone_problems(spec, where)
     else:
         problems += _checkpoint_problems(spec, action, where)
     return problems
@@ -631,11 +615,7 @@ def _task_problems(spec: Mapping[str, Any], where: str) -> list[Problem]:
     if present and task != "segment":
         return []  # classify is right; any other value is reported by the allowed-values check
     what = f"task is {task!r}" if present else "task is not set (TAO then defaults to segment)"
-    return [
-        Problem(
-            f"{where}: task", f"{what}; this pipeline trains Visual ChangeNet classify", "set task: classify"
-        )
-    ]
+    return [Problem(f"{where}: task", f"{what}; this pipeline trains Visual ChangeNet classify", "set task: classify")]
 
 
 def _loss_problems(spec: Mapping[str, Any], where: str) -> list[Problem]:
@@ -647,8 +627,7 @@ def _loss_problems(spec: Mapping[str, Any], where: str) -> list[Problem]:
         Problem(
             f"{where}: train.classify.loss",
             f"loss 'contrastive' needs model.classify.difference_module 'euclidean', got {module!r}",
-            "set train.classify.loss=ce (works with either module) "
-            "or model.classify.difference_module=euclidean",
+            "set train.classify.loss=ce (works with either module) or model.classify.difference_module=euclidean",
         )
     ]
 
@@ -658,9 +637,7 @@ def _cls_weight_problems(spec: Mapping[str, Any], where: str) -> list[Problem]:
     if not isinstance(weights, list):
         return []  # absent, an interpolation, or not a list (reported by the type check)
     location = f"{where}: train.classify.cls_weight"
-    numbers = all(
-        isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in weights
-    )
+    numbers = all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in weights)
     if not numbers or len(weights) != 2 or min(weights) <= 0:
         return [
             Problem(
@@ -743,8 +720,7 @@ def _backbone_problems(spec: Mapping[str, Any], where: str) -> list[Problem]:
             Problem(
                 f"{where}: model.backbone.pretrained_backbone_path",
                 f"{weights!r} is a URL; TAO loads backbone weights only from a file inside the container",
-                "stage the weights to a local file and set its container path, "
-                "e.g. /data/pretrained_models/<file>",
+                "stage the weights to a local file and set its container path, e.g. /data/pretrained_models/<file>",
             )
         )
     return problems
@@ -819,19 +795,13 @@ def derive_eval_spec(
     """
     block = EVAL_DATASET_BLOCK.get(action)
     if block is None:
-        raise SpecError.at(
-            "action", f"cannot derive a spec for action {action!r}", "use inference or evaluate"
-        )
+        raise SpecError.at("action", f"cannot derive a spec for action {action!r}", "use inference or evaluate")
     problems = []
     if not isinstance(checkpoint, str) or not checkpoint.strip():
-        problems.append(
-            Problem(f"{action}.checkpoint", f"no checkpoint given (got {checkpoint!r})", _CKPT_FIX)
-        )
+        problems.append(Problem(f"{action}.checkpoint", f"no checkpoint given (got {checkpoint!r})", _CKPT_FIX))
     elif "${results_dir}" in checkpoint:
         problems.append(
-            Problem(
-                f"{action}.checkpoint", f"{checkpoint!r} uses ${{results_dir}}, rebased per action", _CKPT_FIX
-            )
+            Problem(f"{action}.checkpoint", f"{checkpoint!r} uses ${{results_dir}}, rebased per action", _CKPT_FIX)
         )
     if not isinstance(results_dir, str) or not results_dir.strip():
         problems.append(

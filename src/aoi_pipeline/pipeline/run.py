@@ -32,6 +32,7 @@ from aoi_pipeline.core.state import (
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
+from aoi_pipeline.jobs.gpu import GpuSlots
 from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.jobs.status import read_status, validation_history
 from aoi_pipeline.pipeline.evaluation import JobContext, commit_evaluation, evaluate_iteration
@@ -77,9 +78,7 @@ def start_run(layout: RunLayout, *, approval: ApprovalRecord, plan_markdown: str
 
 def _min_val_loss(train_dir: Path) -> float | None:
     losses = [
-        kpis["val_loss"]
-        for _, kpis in validation_history(read_status(train_dir / "status.json"))
-        if "val_loss" in kpis
+        kpis["val_loss"] for _, kpis in validation_history(read_status(train_dir / "status.json")) if "val_loss" in kpis
     ]
     return min(losses) if losses else None
 
@@ -120,9 +119,7 @@ def train_baseline(
     if val_loss is not None:
         fields["val_loss"] = val_loss
     summary = f"baseline trained {config.deft.num_epochs} epochs; checkpoint {best.path.name}"
-    commit_stage(
-        layout.root, StageCommit(BASELINE, "train", "ok", summary, time.monotonic() - started, fields)
-    )
+    commit_stage(layout.root, StageCommit(BASELINE, "train", "ok", summary, time.monotonic() - started, fields))
     return best.path
 
 
@@ -135,13 +132,9 @@ def finalize_phase2(layout: RunLayout, *, label: str, stop_reason: str) -> BestM
         "best_model_json": str(layout.best_model),
         "inference_spec": str(layout.best_model_inference_spec),
     }
-    reason = (
-        "the metric contract was met" if stop_reason == "metric_met" else "the iteration limit was reached"
-    )
+    reason = "the metric contract was met" if stop_reason == "metric_met" else "the iteration limit was reached"
     summary = f"loop stopped: {reason}; best is {best.iteration}"
-    commit_stage(
-        layout.root, StageCommit(label, "loop_stop", "ok", summary, time.monotonic() - started, fields)
-    )
+    commit_stage(layout.root, StageCommit(label, "loop_stop", "ok", summary, time.monotonic() - started, fields))
     return best
 
 
@@ -183,9 +176,7 @@ def register_phase3(
     if winner.val_loss is not None:
         fields["val_loss"] = winner.val_loss
     summary = f"Phase 3 winner: trial {winner.number} (validation FAR {winner.far_pct:.4g}%)"
-    commit_stage(
-        layout.root, StageCommit(FINAL_AUTOML, "train", "ok", summary, time.monotonic() - started, fields)
-    )
+    commit_stage(layout.root, StageCommit(FINAL_AUTOML, "train", "ok", summary, time.monotonic() - started, fields))
     evaluation = evaluate_iteration(
         layout=layout,
         label=FINAL_AUTOML,
@@ -196,9 +187,7 @@ def register_phase3(
         jobs=jobs,
         runner=runner,
     )
-    commit_evaluation(
-        layout, evaluation, contract=contract, training_spec=layout.iteration_spec(FINAL_AUTOML)
-    )
+    commit_evaluation(layout, evaluation, contract=contract, training_spec=layout.iteration_spec(FINAL_AUTOML))
 
 
 def ensure_run_state(
@@ -228,3 +217,20 @@ def phase2_training_csv(layout: RunLayout, workspace: Workspace) -> tuple[Path, 
         # Combined CSVs are workspace-relative (deft-spec §2.1).
         return Path(max(combined)[1]), workspace.root
     return workspace.training_csv, workspace.images_dir
+
+
+def job_context(config: PipelineConfig, *, visible_gpus: int | None = None) -> JobContext:
+    """What every job of the run shares; `gpus: auto` means one job's share when GPUs are visible, else CPU."""
+    if visible_gpus is None:
+        visible_gpus = GpuSlots.detect().capacity
+    if config.gpus == "auto":
+        gpus = config.gpus_per_job if visible_gpus else 0
+    else:
+        gpus = 0 if config.gpus == 0 else config.gpus_per_job
+    minutes = config.job_timeout_minutes
+    return JobContext(
+        image=config.images.train,
+        runtime=config.runtime,
+        gpus=gpus,
+        timeout_s=None if minutes is None else minutes * 60,
+    )
