@@ -295,7 +295,8 @@ class _WorkspaceCheck:
                     "mining cannot find real images of them"
                 )
         if not self.workspace.spec_file.is_file():
-            notes.append(f"no baseline spec at {self.workspace.spec_file} (runs start from the built-in DEFT baseline spec)")
+            spec = self.workspace.spec_file
+            notes.append(f"no baseline spec at {spec} (runs start from the built-in DEFT baseline spec)")
         return notes
 
 
