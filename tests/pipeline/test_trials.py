@@ -132,9 +132,7 @@ def validation_csv(tmp_path: Path) -> Path:
     return write_validation_csv(tmp_path / "validation_set.csv")
 
 
-def trial(
-    tmp_path: Path, validation_csv: Path, runner: FakeRunner, number: int = 3, **overrides: Any
-) -> TrialOutcome:
+def trial(tmp_path: Path, validation_csv: Path, runner: FakeRunner, number: int = 3, **overrides: Any) -> TrialOutcome:
     arguments: dict[str, Any] = {
         "number": number,
         "params": PARAMS,

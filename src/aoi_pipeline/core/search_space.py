@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aoi_pipeline.core.spec import ARCHITECTURE_KEYS
 from aoi_pipeline.errors import ConfigError, Problem
 
 PINNED_KEYS = ("train.num_epochs", "dataset.classify.batch_size")
@@ -85,7 +86,8 @@ def build_search_space(
             space.pop(key, None)
             continue
         known = space.get(key)
-        space[key] = _param_from_override(key, raw, known.architecture if known else False)
+        architecture = key in ARCHITECTURE_KEYS or (known is not None and known.architecture)
+        space[key] = _param_from_override(key, raw, architecture)
     params = tuple(space.values())
     if warm_start:
         params = tuple(param for param in params if not param.architecture)

@@ -28,7 +28,14 @@ from aoi_pipeline.core.metric_contract import (
     render_target,
 )
 from aoi_pipeline.core.spec import Spec, dump_spec, get_key, load_spec, set_key
-from aoi_pipeline.core.state import BASELINE, FINAL_AUTOML, init_state, preseed_baseline, read_state
+from aoi_pipeline.core.state import (
+    BASELINE,
+    FINAL_AUTOML,
+    init_state,
+    preseed_baseline,
+    read_state,
+    state_path,
+)
 from aoi_pipeline.errors import StateError
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.trials import TrialOutcome
@@ -72,20 +79,23 @@ def handoff_phase1_to_phase2(
     # The exact training spec of the checkpoint: inference must be derived from it, not from the merge.
     training_spec = load_spec(winner.train_spec_path)
     dump_spec(training_spec, layout.iteration_spec(BASELINE))
-    init_state(
-        layout.root,
-        kpi_target=render_target(contract),
-        metric_contract=contract.to_dict(),
-        max_iterations=max_iterations,
-        config=dict(state_config),
-    )
+    # A rerun after a crash inside this step finds the state started, or the baseline already seeded.
+    if not state_path(layout.root).exists():
+        init_state(
+            layout.root,
+            kpi_target=render_target(contract),
+            metric_contract=contract.to_dict(),
+            max_iterations=max_iterations,
+            config=dict(state_config),
+        )
+    if read_state(layout.root)["iterations"].get(BASELINE, {}).get("stage_completed") is not None:
+        return checkpoint
     preseed_baseline(
         layout.root,
         best_ckpt_path=str(checkpoint),
         train_metric=winner.far_pct,
         training_spec=str(layout.iteration_spec(BASELINE)),
-        summary=f"baseline train skipped: reused Phase 1 trial {winner.number} (validation FAR "
-        f"{winner.far_pct:.4g}%)",
+        summary=f"baseline train skipped: reused Phase 1 trial {winner.number} (validation FAR {winner.far_pct:.4g}%)",
     )
     return checkpoint
 
@@ -173,9 +183,7 @@ def write_deployment_handoff(layout: RunLayout) -> BestModel:
         "metric_result": state["iterations"][best.iteration]["metric_result"],
         "iteration": best.iteration,
         "backbone_type": training_spec.get("model", {}).get("backbone", {}).get("type"),
-        "backbone_container_path": training_spec.get("model", {})
-        .get("backbone", {})
-        .get("pretrained_backbone_path"),
+        "backbone_container_path": training_spec.get("model", {}).get("backbone", {}).get("pretrained_backbone_path"),
         "backbone_frozen": training_spec.get("model", {}).get("backbone", {}).get("freeze_backbone"),
         "images_dir": state["config"].get("images_dir"),
         "training_spec": str(best.training_spec),
@@ -187,9 +195,7 @@ def write_deployment_handoff(layout: RunLayout) -> BestModel:
     return best
 
 
-def trajectory_lines(
-    state: Mapping[str, Any], phase1_best: float | None, contract: MetricContract
-) -> list[str]:
+def trajectory_lines(state: Mapping[str, Any], phase1_best: float | None, contract: MetricContract) -> list[str]:
     """Phase 1 best (validation) -> baseline -> iterations -> Phase 3, each with its contract value."""
     unit = contract.unit
     lines = [f"# Trajectory of {state['results_dir']}", "", f"KPI target: {render_target(contract)}", ""]

@@ -162,6 +162,9 @@ def register_phase3(
         raise ProgramJobError.at(
             f"phase3 trial {winner.number}", "has no checkpoint or training spec", "re-run Phase 3"
         )
+    registered = read_state(layout.root)["iterations"].get(FINAL_AUTOML, {}).get("stage_completed")
+    if registered == "evaluate":
+        return  # a rerun after a crash between this step and the phase record
     started = time.monotonic()
     train_dir = layout.train_dir(FINAL_AUTOML)
     train_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +179,9 @@ def register_phase3(
     if winner.val_loss is not None:
         fields["val_loss"] = winner.val_loss
     summary = f"Phase 3 winner: trial {winner.number} (validation FAR {winner.far_pct:.4g}%)"
-    commit_stage(layout.root, StageCommit(FINAL_AUTOML, "train", "ok", summary, time.monotonic() - started, fields))
+    if registered != "train":
+        commit = StageCommit(FINAL_AUTOML, "train", "ok", summary, time.monotonic() - started, fields)
+        commit_stage(layout.root, commit)
     evaluation = evaluate_iteration(
         layout=layout,
         label=FINAL_AUTOML,

@@ -25,6 +25,7 @@ from aoi_pipeline.core.spec import (
     set_key,
 )
 from aoi_pipeline.core.workspace import Workspace
+from aoi_pipeline.errors import SpecError
 
 _BLOCKS = "dataset.classify"
 
@@ -81,9 +82,22 @@ def pin_budget(spec: Spec, *, num_epochs: int, batch_size: int) -> Spec:
     """Fix epochs and batch size; keep checkpoint/validation intervals within the epochs."""
     spec = set_key(spec, "train.num_epochs", num_epochs)
     spec = set_key(spec, f"{_BLOCKS}.batch_size", batch_size)
-    for interval in ("train.checkpoint_interval", "train.validation_interval"):
-        spec = set_key(spec, interval, min(int(get_key(spec, interval)), num_epochs))
+    intervals = ["train.validation_interval"]
+    # A step-based checkpoint interval has no fixed relation to epochs; only an epoch interval is clamped.
+    if _optional_key(spec, "train.checkpoint_interval_unit", "epoch") == "epoch":
+        intervals.append("train.checkpoint_interval")
+    for interval in intervals:
+        value = _optional_key(spec, interval, None)
+        if value is not None:  # unset keeps TAO's default of 1, which never exceeds the epochs
+            spec = set_key(spec, interval, min(int(value), num_epochs))
     return spec
+
+
+def _optional_key(spec: Spec, dotted: str, default: Any) -> Any:
+    try:
+        return get_key(spec, dotted)
+    except SpecError:
+        return default
 
 
 def training_spec(
@@ -107,9 +121,7 @@ def training_spec(
     return set_key(spec, "train.pretrained_model_path", str(pretrained_model) if pretrained_model else None)
 
 
-def inference_spec(
-    train_spec: Spec, *, checkpoint: Path, csv_path: Path, images_dir: Path, results_dir: Path
-) -> Spec:
+def inference_spec(train_spec: Spec, *, checkpoint: Path, csv_path: Path, images_dir: Path, results_dir: Path) -> Spec:
     """The inference spec of a checkpoint, derived from the exact spec it was trained with."""
     return derive_eval_spec(
         train_spec,

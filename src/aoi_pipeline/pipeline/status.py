@@ -28,7 +28,5 @@ def describe_run_dir(root: Path) -> str:
             )
     if layout.best_model.exists():
         best = json.loads(layout.best_model.read_text(encoding="utf-8"))
-        lines.append(
-            f"Deliverable: {best['checkpoint']} ({best['iteration']}, threshold {best['threshold']})"
-        )
+        lines.append(f"Deliverable: {best['checkpoint']} ({best['iteration']}, threshold {best['threshold']})")
     return "\n".join(lines)

@@ -70,9 +70,7 @@ def startup_trials(recommendations: int) -> int:
     return min(10, max(2, recommendations // 2))
 
 
-def open_study(
-    storage_path: Path, *, study_name: str, seed: int, recommendations: int | None = None
-) -> optuna.Study:
+def open_study(storage_path: Path, *, study_name: str, seed: int, recommendations: int | None = None) -> optuna.Study:
     """Create or reopen (same file, same name) the minimising study of one phase.
 
     The parent directory must exist: it is created by the approved flow, never here. A reopened study keeps
@@ -217,9 +215,7 @@ def _frozen_trial(study: optuna.Study, number: int) -> FrozenTrial:
     )
 
 
-def fail_stale(
-    study: optuna.Study, *, finished: Callable[[int], TrialOutcome | None] | None = None
-) -> list[int]:
+def fail_stale(study: optuna.Study, *, finished: Callable[[int], TrialOutcome | None] | None = None) -> list[int]:
     """Fail the trials a crashed run left RUNNING (reason "interrupted"); returns their numbers.
 
     Call it once when a run reopens its study, before asking: it cannot tell a stale trial from one still

@@ -16,7 +16,16 @@ from typing import Any, Protocol, TypeVar
 import optuna
 
 from aoi_pipeline.core.search_space import SearchParam
-from aoi_pipeline.pipeline.study import Proposal, ask, best_trial, fail_stale, tell, trials_table
+from aoi_pipeline.pipeline.study import (
+    ATTR_REASON,
+    INTERRUPTED,
+    Proposal,
+    ask,
+    best_trial,
+    fail_stale,
+    tell,
+    trials_table,
+)
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
 FutureT = TypeVar("FutureT", bound="ResultFuture")
@@ -40,8 +49,13 @@ class SweepSummary:
 
 
 def _finished(study: optuna.Study) -> int:
+    """Trials that used up a recommendation; one a crash interrupted is proposed again instead."""
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    return sum(1 for trial in study.get_trials(deepcopy=False) if trial.state in done)
+    return sum(
+        1
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state in done and trial.user_attrs.get(ATTR_REASON) != INTERRUPTED
+    )
 
 
 def run_sweep(

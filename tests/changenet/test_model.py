@@ -1,0 +1,88 @@
+"""The Siamese network: shift-tolerant matching, shapes, scores and configuration rules."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aoi_pipeline.changenet.model import (
+    ChangeNetClassifier,
+    ModelConfig,
+    _search_by_offsets,
+    _search_unfolded,
+    nearest_in_window,
+)
+
+
+def test_nearest_in_window_matches_a_brute_force_search() -> None:
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 3, 5, 6, generator=generator)
+    reference = torch.randn(2, 3, 5, 6, generator=generator)
+    matched, distance = nearest_in_window(query, reference, 1)
+    padded = F.pad(reference, (1, 1, 1, 1), mode="replicate")
+    for b, y, x in itertools.product(range(2), range(5), range(6)):
+        candidates = [padded[b, :, y + 1 + dy, x + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        best = min(candidates, key=lambda c: (query[b, :, y, x] - c).square().sum().item())
+        assert torch.allclose(matched[b, :, y, x], best)
+        assert distance[b, 0, y, x].item() == pytest.approx((query[b, :, y, x] - best).square().mean().item())
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_the_gpu_cost_volume_equals_the_per_offset_search(radius: int) -> None:
+    generator = torch.Generator().manual_seed(radius)
+    query = torch.randn(3, 5, 7, 9, generator=generator)
+    padded = F.pad(torch.randn(3, 5, 7, 9, generator=generator), (radius,) * 4, mode="replicate")
+    side = 2 * radius + 1
+    squared = _search_by_offsets(query, padded, side)
+    assert torch.allclose(_search_unfolded(query, padded, side), squared.sqrt(), atol=1e-5)
+
+
+def test_a_shift_within_the_window_costs_nothing() -> None:
+    reference = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(1))
+    shifted = torch.roll(reference, shifts=(2, -1), dims=(2, 3))
+    _, distance = nearest_in_window(shifted, reference, 2)
+    assert distance[0, 0, 3:-3, 3:-3].abs().max().item() == pytest.approx(0.0, abs=1e-7)
+    _, unaligned = nearest_in_window(shifted, reference, 0)
+    assert unaligned[0, 0, 3:-3, 3:-3].mean().item() > 0.5
+
+
+def test_gradients_reach_both_images() -> None:
+    query = torch.randn(1, 2, 4, 4, requires_grad=True)
+    reference = torch.randn(1, 2, 4, 4, requires_grad=True)
+    _, distance = nearest_in_window(query, reference, 1)
+    distance.sum().backward()
+    assert query.grad is not None and query.grad.abs().sum() > 0
+    assert reference.grad is not None and reference.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("module", "loss", "scales", "embedding"),
+    [("learnable", "ce", 4, 2 * 6 * 4), ("learnable", "ce", 2, 2 * 6 * 2), ("euclidean", "contrastive", 1, 16)],
+)
+def test_outputs_scores_and_embedding_sizes(module: str, loss: str, scales: int, embedding: int) -> None:
+    config = ModelConfig(in_channels=2, difference_module=module, num_scales=scales, embed_dec=6, loss=loss)
+    model = ChangeNetClassifier(config).eval()
+    test, golden = torch.randn(3, 2, 32, 32), torch.randn(3, 2, 32, 32)
+    with torch.no_grad():
+        head_output, features = model(test, golden)
+    assert features.shape == (3, embedding)
+    scores = model.scores(head_output)
+    assert scores.shape == (3,) and bool(((scores >= 0) & (scores <= 1)).all())
+    loss_value = model.loss(head_output, torch.tensor([0, 1, 1]), torch.tensor([1.0, 10.0]))
+    assert torch.isfinite(loss_value)
+
+
+def test_learnable_difference_modules_sets_the_compared_scales() -> None:
+    one = ChangeNetClassifier(ModelConfig(in_channels=1, num_scales=1))
+    four = ChangeNetClassifier(ModelConfig(in_channels=1, num_scales=4))
+    assert len(one.differences) == 1 and len(four.differences) == 4
+    assert sum(p.numel() for p in one.parameters()) < sum(p.numel() for p in four.parameters())
+
+
+def test_contrastive_loss_needs_the_euclidean_module() -> None:
+    with pytest.raises(ValueError, match="euclidean"):
+        ModelConfig(in_channels=1, difference_module="learnable", loss="contrastive")
+    assert ModelConfig.from_dict(ModelConfig(in_channels=3).to_dict()) == ModelConfig(in_channels=3)

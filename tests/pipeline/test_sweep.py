@@ -1,0 +1,218 @@
+"""An AutoML sweep on a real Optuna study: the budget, the parallel slots, resuming, progress and the winner.
+
+Trials run in a thread pool standing in for Prefect task futures. A fake trial scores a recommendation with a
+FAR derived from its learning rate alone, so the best trial can be named without the code under test, and it
+counts how many trials are in flight at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from aoi_pipeline.core.search_space import SearchParam
+from aoi_pipeline.pipeline.study import ask, open_study
+from aoi_pipeline.pipeline.sweep import run_sweep
+from aoi_pipeline.pipeline.trials import TrialOutcome
+
+SPACE = (
+    SearchParam("train.optim.lr", "float", 5e-6, 5e-4, log=True),
+    SearchParam("train.optim.momentum", "float", 0.85, 0.99),
+)
+LR = "train.optim.lr"
+# Long enough for the sweep to fill every slot before the first trial ends; trials wait for that anyway.
+SLOTS_FILLED_TIMEOUT_S = 10.0
+
+
+def far_of(params: dict[str, Any]) -> float:
+    """FAR in % that rises with the learning rate: 5e-6 -> 0.5 %, 5e-4 -> 50 %."""
+    return params[LR] * 1e5
+
+
+def outcome(number: int, params: dict[str, Any], far_pct: float | None = None) -> TrialOutcome:
+    far = far_of(params) if far_pct is None else far_pct
+    return TrialOutcome(
+        number=number,
+        params=dict(params),
+        state="complete",
+        far_pct=far,
+        recall_pct=100.0,
+        threshold=0.5,
+        val_loss=0.3,
+        checkpoint=None,
+        train_spec_path=None,
+        inference_csv=None,
+        duration_s=0.01,
+    )
+
+
+class FakeTrials:
+    """The trial function and its evidence: which trials ran, and the most that ran at once."""
+
+    def __init__(self, parallel: int) -> None:
+        self.parallel = parallel
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.ran: list[int] = []
+        self.slots_filled = threading.Event()
+
+    def __call__(self, number: int, params: dict[str, Any]) -> TrialOutcome:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.ran.append(number)
+            if self.in_flight >= self.parallel:
+                self.slots_filled.set()
+        try:
+            # The first trials wait until the sweep has filled every slot (never forever: a sweep that does
+            # not fill them shows as a max_in_flight below `parallel`).
+            self.slots_filled.wait(SLOTS_FILLED_TIMEOUT_S)
+            return outcome(number, params)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def sweep(
+    study: optuna.Study, *, recommendations: int, parallel: int, trials: FakeTrials, **options: Any
+) -> tuple[Any, list[list[dict[str, Any]]]]:
+    progress: list[list[dict[str, Any]]] = []
+    with ThreadPoolExecutor(max_workers=parallel + 2) as pool:
+        summary = run_sweep(
+            study,
+            SPACE,
+            recommendations=recommendations,
+            parallel=parallel,
+            submit=lambda proposal: pool.submit(trials, proposal.number, proposal.params),
+            as_completed=as_completed,
+            on_progress=progress.append,
+            **options,
+        )
+    return summary, progress
+
+
+def study_at(path: Path, recommendations: int = 6) -> optuna.Study:
+    return open_study(path, study_name="phase1", seed=0, recommendations=recommendations)
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [trial for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()]
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    return tmp_path / "phase1" / "optuna_study.db"
+
+
+@pytest.fixture(autouse=True)
+def _phase_dir(storage: Path) -> None:
+    storage.parent.mkdir(parents=True)
+
+
+@pytest.mark.parametrize(("recommendations", "parallel"), [(5, 2), (4, 1), (3, 4)])
+def test_exactly_the_budget_runs_and_never_more_than_the_slots_at_once(storage, recommendations, parallel):
+    trials = FakeTrials(min(parallel, recommendations))
+    summary, _ = sweep(study_at(storage), recommendations=recommendations, parallel=parallel, trials=trials)
+    assert len(trials.ran) == recommendations
+    assert sorted(trials.ran) == list(range(recommendations))
+    assert trials.max_in_flight == min(parallel, recommendations)
+    study = study_at(storage)
+    assert len(study.trials) == recommendations
+    assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)
+    assert summary.interrupted == []
+
+
+def test_the_best_trial_has_the_lowest_far(storage):
+    trials = FakeTrials(2)
+    summary, _ = sweep(study_at(storage), recommendations=6, parallel=2, trials=trials)
+    study = study_at(storage)
+    expected = min(study.trials, key=lambda trial: far_of(trial.params))
+    assert summary.best is not None and summary.best_number == expected.number
+    assert summary.best.value == pytest.approx(far_of(expected.params))
+
+
+def test_progress_is_reported_once_per_finished_trial(storage):
+    trials = FakeTrials(2)
+    summary, progress = sweep(study_at(storage), recommendations=5, parallel=2, trials=trials)
+    assert len(progress) == 5
+    finished_rows = [sum(row["state"] == "complete" for row in table) for table in progress]
+    assert finished_rows == [1, 2, 3, 4, 5]
+    assert [row["number"] for row in summary.table] == [0, 1, 2, 3, 4]
+    assert all(row[LR] is not None and row["far_pct"] is not None for row in summary.table)
+
+
+def test_a_resumed_study_runs_only_the_remaining_recommendations(storage):
+    first = FakeTrials(2)
+    sweep(study_at(storage), recommendations=2, parallel=2, trials=first)
+    second = FakeTrials(2)
+    _, progress = sweep(study_at(storage), recommendations=5, parallel=2, trials=second)
+    assert sorted(second.ran) == [2, 3, 4]
+    assert len(progress) == 3
+    assert len(finished(study_at(storage))) == 5
+    third = FakeTrials(1)
+    sweep(study_at(storage), recommendations=5, parallel=2, trials=third)
+    assert third.ran == []
+
+
+def test_a_stale_trial_whose_outcome_was_recorded_is_told_not_rerun(storage):
+    crashed = study_at(storage)
+    stale = ask(crashed, SPACE)  # left RUNNING: the run died after the trial wrote its outcome
+    recorded = {stale.number: outcome(stale.number, stale.params, far_pct=0.01)}
+    trials = FakeTrials(2)
+    summary, progress = sweep(study_at(storage), recommendations=3, parallel=2, trials=trials, finished=recorded.get)
+    assert stale.number not in trials.ran
+    assert len(trials.ran) == 2 and len(progress) == 2
+    assert summary.interrupted == []
+    study = study_at(storage)
+    told = next(trial for trial in study.trials if trial.number == stale.number)
+    assert told.state == optuna.trial.TrialState.COMPLETE and told.value == 0.01
+    assert summary.best_number == stale.number
+
+
+def test_a_stale_trial_without_an_outcome_is_failed_as_interrupted(storage):
+    crashed = study_at(storage)
+    stale = ask(crashed, SPACE)
+    trials = FakeTrials(1)
+    summary, _ = sweep(study_at(storage), recommendations=3, parallel=1, trials=trials, finished=lambda n: None)
+    assert summary.interrupted == [stale.number]
+    assert stale.number not in trials.ran
+    interrupted = next(trial for trial in study_at(storage).trials if trial.number == stale.number)
+    assert interrupted.state == optuna.trial.TrialState.FAIL
+    assert interrupted.user_attrs["reason"] == "interrupted"
+
+
+def test_an_interrupted_trial_does_not_use_up_a_recommendation(storage):
+    crashed = study_at(storage)
+    sweep(crashed, recommendations=1, parallel=1, trials=FakeTrials(1))
+    ask(crashed, SPACE)  # the crash hit while this trial ran
+    trials = FakeTrials(1)
+    sweep(study_at(storage), recommendations=3, parallel=1, trials=trials, finished=lambda n: None)
+    complete = [t for t in study_at(storage).trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    assert len(trials.ran) == 2
+
+
+def test_failed_trials_count_against_the_budget_and_do_not_win(storage):
+    def failing_every_other(number: int, params: dict[str, Any]) -> TrialOutcome:
+        if number % 2:
+            return TrialOutcome(number, dict(params), "failed", None, None, None, None, None, None, None, 0.1, "boom")
+        return outcome(number, params, far_pct=40.0 - number)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        summary = run_sweep(
+            study_at(storage),
+            SPACE,
+            recommendations=4,
+            parallel=2,
+            submit=lambda proposal: pool.submit(failing_every_other, proposal.number, proposal.params),
+            as_completed=as_completed,
+        )
+    states = {row["number"]: row["state"] for row in summary.table}
+    assert states == {0: "complete", 1: "failed", 2: "complete", 3: "failed"}
+    assert summary.best_number == 2
