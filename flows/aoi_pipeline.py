@@ -26,7 +26,7 @@ from aoi_pipeline.pipeline.trials import read_outcome
 from flows.automl_sweep import automl_sweep
 from flows.deft_loop import deft_loop
 from tasks.gate import approval_gate
-from tasks.jobs import cancel_running_jobs
+from tasks.jobs import allow_jobs, cancel_running_jobs
 from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run
 from tasks.preflight import preflight
 
@@ -46,6 +46,7 @@ def aoi_pipeline(
 ) -> dict[str, Any]:
     """Improve the workspace's model; returns where the deliverable is (or that the plan was rejected)."""
     logger = get_run_logger()
+    allow_jobs()
     run_name = run_name or new_run_name()
     report = preflight(config, run_name)
     if not report.ok:

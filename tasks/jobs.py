@@ -80,3 +80,8 @@ class TaskJobRunner:
 def cancel_running_jobs(*_: Any) -> None:
     """Flow hook: stop every job this process still runs (Prefect alone would leave them running)."""
     CANCEL_ALL.set()
+
+
+def allow_jobs() -> None:
+    """A new flow run in this process may launch jobs again after an earlier one was cancelled or crashed."""
+    CANCEL_ALL.clear()

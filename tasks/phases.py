@@ -88,9 +88,7 @@ def handoff_1_2(
 
 @task(name="train-baseline", cache_policy=NONE)
 def train_baseline(layout: RunLayout, base_spec: Spec, config: PipelineConfig, jobs: JobContext) -> Path:
-    return run.train_baseline(
-        layout=layout, base_spec=base_spec, config=config, jobs=jobs, runner=TaskJobRunner()
-    )
+    return run.train_baseline(layout=layout, base_spec=base_spec, config=config, jobs=jobs, runner=TaskJobRunner())
 
 
 @task(name="evaluate", task_run_name="evaluate-{label}", cache_policy=NONE)

@@ -2,8 +2,10 @@
 
 `python fake_runtime.py ACTION -e SPEC [k=v ...]`. train writes status.json lines (0-based epochs, as TAO)
 and one checkpoint per epoch; inference writes inference.csv with the input rows plus a siamese_score that
-separates PASS from defects with a margin set by `train.optim.lr` (so trials differ). Every call is appended
-to the file named by FAKE_RUNTIME_CALLS, so tests can assert what was (or was not) launched.
+separates PASS from defects with a margin set by `train.optim.lr` (so trials differ); sdg runs the real
+procedural SDG; embed writes unit vectors of the downsampled test image, so similar images are near.
+Every call is appended to the file named by FAKE_RUNTIME_CALLS, so tests can assert what was (or was not)
+launched; FAKE_RUNTIME_FAIL=<action> makes that action fail like a program error.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _score(row: dict, margin: float) -> float:
     noise = int(hashlib.sha256(row["object_name"].encode() + row["input_path"].encode()).hexdigest()[:6], 16)
     jitter = (noise % 1000) / 1000.0
     if row["label"] == "PASS":
-        return 0.5 * jitter
+        return 0.6 * jitter
     return min(1.0, 0.5 - margin + jitter * 0.5)
 
 
@@ -65,6 +67,37 @@ def _inference(spec: dict) -> None:
             writer.writerow({**row, "siamese_score": f"{_score(row, margin):.6f}"})
 
 
+def _sdg(spec: dict, spec_path: str) -> None:
+    from aoi_pipeline.changenet.sdg import run_sdg
+
+    run_sdg(spec, spec_path=Path(spec_path))
+
+
+def _embed(spec: dict) -> None:
+    import numpy as np
+    from PIL import Image
+
+    block = spec["embed"]
+    light = next(iter(spec["dataset"]["classify"]["input_map"]))
+    ext = spec["dataset"]["classify"]["image_ext"]
+    out = Path(block["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    with open(block["csv_path"], newline="", encoding="utf-8") as source:
+        rows = list(csv.DictReader(source))
+    vectors = []
+    for row in rows:
+        path = Path(block["images_dir"]) / row["input_path"] / f"{row['object_name']}_{light}{ext}"
+        pixels = np.asarray(Image.open(path).convert("L").resize((8, 8)), dtype=np.float32).ravel()
+        pixels = pixels - pixels.mean() + 1e-3
+        vectors.append(pixels / np.linalg.norm(pixels))
+    np.save(out / "embeddings.npy", np.stack(vectors).astype(np.float32))
+    with (out / "embeddings_index.csv").open("w", newline="", encoding="utf-8") as target:
+        writer = csv.DictWriter(target, fieldnames=["row_index", *rows[0].keys()])
+        writer.writeheader()
+        for index, row in enumerate(rows):
+            writer.writerow({"row_index": index, **row})
+
+
 def main(argv: list[str]) -> int:
     action, spec_path = argv[0], argv[2]
     _record(action, spec_path)
@@ -72,7 +105,10 @@ def main(argv: list[str]) -> int:
     if os.environ.get("FAKE_RUNTIME_FAIL") == action:
         print("Traceback (most recent call last):\nValueError: planted failure", file=sys.stderr)
         return 1
-    {"train": _train, "inference": _inference}[action](spec)
+    if action == "sdg":
+        _sdg(spec, spec_path)
+    else:
+        {"train": _train, "inference": _inference, "embed": _embed}[action](spec)
     print("Execution status: PASS")
     return 0
 

@@ -27,7 +27,7 @@ from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
 from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.running import JobRunner, require_success
+from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
 from aoi_pipeline.pipeline.specs import inference_spec
 
 METRIC_RESULT_FILE = "metric_result.json"
@@ -108,6 +108,7 @@ def evaluate_iteration(
     scored: list[EvaluatedCheckpoint] = []
     for kind, checkpoint in candidate_checkpoints(layout.train_dir(label)):
         results_dir = layout.inference_dir(label, kind)
+        set_aside(results_dir)  # a crash mid-inference left a partial folder; stages are redone fresh
         spec = inference_spec(
             train_spec,
             checkpoint=checkpoint,

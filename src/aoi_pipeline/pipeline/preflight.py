@@ -376,11 +376,28 @@ class _Preflight:
         self.blockers: list[Problem] = []
         self.warnings: list[str] = []
 
+    def _check_results_root(self) -> None:
+        """DEFT's cumulative training CSVs are workspace-relative, so its run directories live in the workspace."""
+        if self.config.deft.max_iterations == 0:
+            return
+        root = Path(os.path.abspath(self.config.resolved_results_root))
+        workspace = Path(os.path.abspath(self.config.workspace))
+        if not root.is_relative_to(workspace):
+            self.blockers.append(
+                Problem(
+                    "results_root",
+                    f"{root} is outside the workspace {workspace}, but DEFT iterations write workspace-relative "
+                    "training CSVs (synthetic and mined images under the run directory)",
+                    "leave results_root unset (it defaults to <workspace>/results) or point it inside the workspace",
+                )
+            )
+
     @property
     def mining(self) -> bool:
         return self.config.deft.max_iterations > 0
 
     def run(self) -> PreflightReport:
+        self._check_results_root()
         base = self._build_base_spec()
         data = self._check_data(base)
         contract = self._check_kpi_target()

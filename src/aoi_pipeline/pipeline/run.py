@@ -38,7 +38,7 @@ from aoi_pipeline.jobs.status import read_status, validation_history
 from aoi_pipeline.pipeline.evaluation import JobContext, commit_evaluation, evaluate_iteration
 from aoi_pipeline.pipeline.handoff import BestModel, write_deployment_handoff
 from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.running import JobRunner, require_success
+from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
 from aoi_pipeline.pipeline.specs import training_spec
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
@@ -89,6 +89,7 @@ def train_baseline(
     """Train the baseline from the base spec (Phase 1 off) and commit `baseline/train`."""
     started = time.monotonic()
     train_dir = layout.train_dir(BASELINE)
+    set_aside(train_dir)
     spec = training_spec(
         base_spec,
         results_dir=train_dir,

@@ -8,6 +8,7 @@ hard stops.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from aoi_pipeline.errors import InfrastructureJobError, ProgramJobError
@@ -18,6 +19,16 @@ class JobRunner(Protocol):
     """Runs one job to its end and reports how it went."""
 
     def run(self, job: TaoJob) -> JobResult: ...
+
+
+def set_aside(results_dir: Path) -> None:
+    """Move an interrupted attempt's folder out of the way (kept as evidence) so a job starts fresh."""
+    if not results_dir.exists():
+        return
+    attempt = 1
+    while (target := results_dir.with_name(f"{results_dir.name}.interrupted{attempt}")).exists():
+        attempt += 1
+    results_dir.rename(target)
 
 
 def require_success(result: JobResult) -> JobResult:

@@ -1,0 +1,534 @@
+"""The stages of a DEFT iteration: RCA, routing, SDG, mining, merge and the warm-started retraining.
+
+Each stage reads what earlier stages committed to `deft_state.json`, writes its artifacts into a fresh folder
+of the iteration (`RD/<label>/...`), and commits once. Jobs (SDG, embeddings, training) go through the
+`JobRunner`; everything else is the pure core. A stage that fails raises; the flow then commits the stage as
+an error, which ends the run (hard stop) with the reason in the state, the report and the Prefect UI.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aoi_pipeline.config import PipelineConfig
+from aoi_pipeline.core import assembly, mining, rca, routing
+from aoi_pipeline.core.dataset import DatasetCsv, read_dataset_csv, write_dataset_csv
+from aoi_pipeline.core.leakage import CsvInRoot
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
+from aoi_pipeline.core.spec import Spec, dump_spec, load_spec
+from aoi_pipeline.core.state import StageCommit, commit_stage, read_state
+from aoi_pipeline.core.workspace import Workspace
+from aoi_pipeline.errors import DatasetError, ProgramJobError
+from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
+from aoi_pipeline.jobs.job import TaoJob
+from aoi_pipeline.pipeline.evaluation import JobContext
+from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
+from aoi_pipeline.pipeline.specs import training_spec, with_train_csv
+from aoi_pipeline.pipeline.trials import min_val_loss
+
+VCN_COLUMNS = ("input_path", "golden_path", "label", "object_name")
+
+
+@dataclass(frozen=True)
+class DeftContext:
+    """What every stage of the loop needs."""
+
+    layout: RunLayout
+    config: PipelineConfig
+    contract: MetricContract
+    workspace: Workspace
+    jobs: JobContext
+    runner: JobRunner
+
+    @property
+    def light(self) -> str:
+        return self.config.dataset.lights[0]
+
+    @property
+    def image_ext(self) -> str:
+        return self.config.dataset.image_ext
+
+    @property
+    def recall_pct(self) -> float:
+        return self.contract.recall_target_pct or 100.0
+
+
+def iteration_number(label: str) -> int:
+    return int(label[4:]) if label.startswith("iter") else 0
+
+
+def previous_label(label: str) -> str:
+    number = iteration_number(label)
+    return "baseline" if number <= 1 else f"iter{number - 1}"
+
+
+def fresh_dir(base: Path) -> Path:
+    """A new timestamped folder under `base` (a retried stage never writes into an earlier attempt's)."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H%M%S")
+    folder, n = base / stamp, 1
+    while folder.exists():
+        folder, n = base / f"{stamp}_{n}", n + 1
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _commit(ctx: DeftContext, label: str, stage: str, started: float, summary: str, fields: Mapping) -> dict:
+    commit = StageCommit(label, stage, "ok", summary, max(time.monotonic() - started, 0.001), dict(fields))
+    return commit_stage(ctx.layout.root, commit)
+
+
+def _skip(ctx: DeftContext, label: str, stage: str, started: float, summary: str) -> dict:
+    commit = StageCommit(label, stage, "ok", summary, max(time.monotonic() - started, 0.001), {}, skipped=True)
+    return commit_stage(ctx.layout.root, commit)
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _entry(ctx: DeftContext, label: str) -> dict[str, Any]:
+    return read_state(ctx.layout.root)["iterations"].get(label, {})
+
+
+# ------------------------------------------------------------------------------------------------ RCA
+
+
+def run_rca(ctx: DeftContext, label: str) -> dict:
+    """Gap analysis of `label`'s winning KPI inference; feeds the next iteration's routing."""
+    started = time.monotonic()
+    entry = _entry(ctx, label)
+    rows = _read_rows(Path(entry["inference_csv"]))
+    result = rca.analyse_gaps(rows, recall_pct=ctx.recall_pct)
+    out = fresh_dir(ctx.layout.iteration_dir(label) / "rca_results")
+    artifacts = rca.write_rca(
+        result,
+        out,
+        images_dir=ctx.workspace.images_dir,
+        lights=ctx.config.dataset.lights,
+        image_ext=ctx.image_ext,
+    )
+    targets = ", ".join(result.target_defects[:4]) or "none"
+    summary = f"RCA: threshold {result.threshold:.4g}, FAR {result.far_pct:.3g}%, targets {targets}"
+    fields = {
+        "rca_gaps_parquet": str(artifacts.gaps_csv),
+        "rca_threshold": result.threshold,
+        "rca_target_defects": list(result.target_defects),
+    }
+    return _commit(ctx, label, "rca", started, summary, fields)
+
+
+# -------------------------------------------------------------------------------------------- routing
+
+
+def resolved_pool(ctx: DeftContext) -> ResolvedPool:
+    """The mining pool, every row resolved to exactly one file (a missing or empty pool is a hard stop)."""
+    pool = resolve_mining_pool(
+        ctx.workspace.mining_pool_csv, images_root=ctx.workspace.images_dir, light=ctx.light, image_ext=ctx.image_ext
+    )
+    target = ctx.layout.root / "inputs" / "mining_pool.resolved.csv"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_resolved_pool(pool, target)
+    return pool
+
+
+def run_routing(ctx: DeftContext, label: str) -> dict:
+    """Route the previous RCA's weak samples to mining and/or SDG, with the SDG allocation."""
+    started = time.monotonic()
+    gaps = _read_rows(Path(_entry(ctx, previous_label(label))["rca_gaps_parquet"]))
+    targets = _entry(ctx, previous_label(label)).get("rca_target_defects", [])
+    pool = resolved_pool(ctx)
+    result = routing.route_gaps(
+        gaps,
+        pool_labels={row["label"] for row in pool.rows},
+        num_sdg=ctx.config.deft.num_sdg,
+        target_defects=targets,
+    )
+    out = fresh_dir(ctx.layout.iteration_dir(label) / "routing_results")
+    artifacts = routing.write_routing(result, out)
+    summary = (
+        f"Routing: {len(result.mining_targets)} rows to mining, {len(result.sdg_targets)} to SDG "
+        f"(allocation {sum(result.allocation.values())}), dropped {', '.join(result.dropped) or 'none'}"
+    )
+    fields = {
+        "routing_mining_parquet": str(artifacts.mining_gaps_csv),
+        "routing_anomalygen_parquet": str(artifacts.sdg_gaps_csv),
+    }
+    return _commit(ctx, label, "routing", started, summary, fields)
+
+
+def _routing_dir(ctx: DeftContext, label: str) -> Path:
+    return Path(_entry(ctx, label)["routing_mining_parquet"]).parent
+
+
+# ------------------------------------------------------------------------------------------------ SDG
+
+
+def run_sdg(ctx: DeftContext, label: str) -> dict:
+    """Generate exactly the routed allocation of synthetic defects (the reference computes it and ignores it)."""
+    started = time.monotonic()
+    allocation_file = _routing_dir(ctx, label) / "allocation.json"
+    allocation = {k: int(v) for k, v in json.loads(allocation_file.read_text(encoding="utf-8")).items() if int(v)}
+    if not allocation:
+        return _skip(ctx, label, "anomalygen", started, "SDG skipped: zero routed defect rows")
+    results_dir = ctx.layout.iteration_dir(label) / "anomalygen" / "sdg"
+    set_aside(results_dir)
+    spec = {
+        "sdg": {
+            "pairs_csv": str(ctx.workspace.training_csv),
+            "images_dir": str(ctx.workspace.images_dir),
+            "allocation": allocation,
+            "results_dir": str(results_dir),
+            "light": ctx.light,
+            "image_ext": ctx.image_ext,
+            "seed": iteration_number(label),
+        }
+    }
+    job = TaoJob(
+        name=f"{label}-sdg",
+        action="sdg",
+        image=ctx.config.images.sdg,
+        spec=spec,
+        results_dir=results_dir,
+        runtime=ctx.jobs.runtime,
+        timeout_s=ctx.jobs.timeout_s,
+    )
+    require_success(ctx.runner.run(job))
+    generated = len(_read_rows(results_dir / "SDG_result.csv"))
+    requested = sum(allocation.values())
+    if generated != requested:
+        raise DatasetError.at(
+            str(results_dir / "SDG_result.csv"),
+            f"SDG generated {generated} samples but {requested} were allocated",
+            "read the SDG job log; never train on a silently reduced set",
+        )
+    by_type = ", ".join(f"{k} {v}" for k, v in sorted(allocation.items()))
+    summary = f"SDG: requested={requested}, generated={generated} by type ({by_type})"
+    fields = {
+        "anomalygen_sdg_csv": str(results_dir / "SDG_result.csv"),
+        "anomalygen_allocation_json": str(results_dir / "allocation.json"),
+    }
+    return _commit(ctx, label, "anomalygen", started, summary, fields)
+
+
+# --------------------------------------------------------------------------------------------- mining
+
+
+def _embed(ctx: DeftContext, *, name: str, csv_path: Path, images_dir: Path, out: Path, best: Mapping) -> Path:
+    """Embeddings of every row of a CSV with the current best model (the runtime's `embed` action)."""
+    spec: Spec = load_spec(Path(best["training_spec"]))
+    spec["embed"] = {
+        "checkpoint": best["best_ckpt_path"],
+        "csv_path": str(csv_path),
+        "images_dir": str(images_dir),
+        "results_dir": str(out),
+    }
+    job = TaoJob(
+        name=name,
+        action="embed",
+        image=ctx.config.images.embed,
+        spec=spec,
+        results_dir=out,
+        runtime=ctx.jobs.runtime,
+        gpus=ctx.jobs.gpus,
+        timeout_s=ctx.jobs.timeout_s,
+    )
+    result = require_success(ctx.runner.run(job))
+    return result.log_path
+
+
+def _vcn_targets(rows: Sequence[Mapping[str, str]], path: Path) -> Path:
+    write_dataset_csv(path, VCN_COLUMNS, ({c: row[c] for c in VCN_COLUMNS} for row in rows))
+    return path
+
+
+def run_mining(ctx: DeftContext, label: str) -> dict:
+    """k-NN mining of real pool images similar to the routed weak samples, never from validation or KPI."""
+    started = time.monotonic()
+    targets = _read_rows(Path(_entry(ctx, label)["routing_mining_parquet"]))
+    number = iteration_number(label)
+    ledger = mining.MiningLedger(ctx.layout.root / "mining_history.json")
+    if not targets:
+        ledger.record(number, [], skipped=True, summary={"reason": "zero routed rows"})
+        return _skip(ctx, label, "data_mining", started, "Mining skipped: zero routed rows")
+    pool = resolved_pool(ctx)
+    best = _entry(ctx, previous_label(label))
+    out = fresh_dir(ctx.layout.iteration_dir(label) / "mining_results")
+    images = ctx.workspace.images_dir
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+    targets_csv = _vcn_targets(targets, out / "targets.csv")
+    pool_rows = [{column: row[column] for column in VCN_COLUMNS} for row in mining.pool_dataset_rows(pool)]
+    pool_csv = _vcn_targets(pool_rows, out / "pool.csv")
+    target_log = _embed(
+        ctx,
+        name=f"{label}-embed-targets",
+        csv_path=targets_csv,
+        images_dir=images,
+        out=out / "target_embeddings",
+        best=best,
+    )
+    source_log = _embed(
+        ctx,
+        name=f"{label}-embed-pool",
+        csv_path=pool_csv,
+        images_dir=images,
+        out=out / "source_embeddings",
+        best=best,
+    )
+    timings["embed"] = time.monotonic() - clock
+    target_vectors = mining.load_embeddings(
+        out / "target_embeddings" / "embeddings.npy", out / "target_embeddings" / "embeddings_index.csv"
+    )
+    pool_vectors = mining.load_embeddings(
+        out / "source_embeddings" / "embeddings.npy",
+        out / "source_embeddings" / "embeddings_index.csv",
+        expect_rows=pool_rows,
+    )
+    clock = time.monotonic()
+    k = ctx.config.deft.top_k_per_target
+    indices, sims = mining.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
+    timings["knn"] = time.monotonic() - clock
+    protected = [
+        CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
+        CsvInRoot(read_dataset_csv(ctx.workspace.kpi_csv), images),
+    ]
+    excluded = mining.leak_exclusions(
+        pool,
+        protected=protected,
+        lights=ctx.config.dataset.lights,
+        image_ext=ctx.image_ext,
+        candidates={int(index) for index in indices.ravel()},
+    )
+    selection = mining.select(
+        indices,
+        sims,
+        min_similarity=ctx.config.deft.min_similarity,
+        excluded_pool_indices=excluded,
+        # A rerun of this iteration selects against the history before it, then re-records the same keys.
+        history=ledger.mined_keys(before_iteration=number),
+        pool_keys=mining.pool_keys(pool),
+    )
+    rows = mining.mined_rows(pool, selection)
+    run = mining.MiningRun(
+        iteration=number,
+        target_count=len(targets),
+        embedding_dim=target_vectors.dim,
+        top_k=k,
+        chunk_rows=16384,
+        timings=timings,
+    )
+    outputs = mining.write_mining_outputs(out, run=run, pool=pool, selection=selection, mined=rows, ledger=ledger)
+    keys = [mining.pool_keys(pool)[candidate.pool_index] for candidate in selection.kept]
+    ledger.record(number, keys, summary={"candidates": selection.candidate_count, "kept": len(keys)})
+    summary = (
+        f"Mining: mined={len(rows)} pool images for {len(targets)} targets "
+        f"(similarity cut {selection.similarity_threshold} removed {selection.rejected_by_similarity}, "
+        f"already mined {selection.already_mined}, leak-excluded {selection.excluded_leak})"
+    )
+    fields = {
+        **{name: str(path) for name, path in outputs.items()},
+        "mining_history": str(ledger.path),
+        "mining_target_embeddings": str(out / "target_embeddings" / "embeddings.npy"),
+        "mining_source_embeddings": str(out / "source_embeddings" / "embeddings.npy"),
+        "mining_target_log": str(target_log),
+        "mining_source_log": str(source_log),
+        "mining_mined_count": len(rows),
+    }
+    return _commit(ctx, label, "data_mining", started, summary, fields)
+
+
+# ---------------------------------------------------------------------------------------------- merge
+
+
+def _previous_training(ctx: DeftContext, label: str) -> tuple[DatasetCsv, bool]:
+    number = iteration_number(label)
+    if number <= 1:
+        return read_dataset_csv(ctx.workspace.training_csv), False
+    previous = _entry(ctx, f"iter{number - 1}")["combined_training_csv"]
+    return read_dataset_csv(Path(previous)), True
+
+
+def run_merge(ctx: DeftContext, label: str) -> dict:
+    """Previous training CSV + SDG rows + mined rows, with provenance, validated for files and leakage."""
+    started = time.monotonic()
+    entry = _entry(ctx, label)
+    number = iteration_number(label)
+    dataset_dir = ctx.layout.iteration_dir(label) / "dataset"
+    sdg_rows: Sequence[Mapping[str, str]] = ()
+    if not entry.get("anomalygen_skipped"):
+        ingest = assembly.ingest_sdg(
+            Path(entry["anomalygen_sdg_csv"]).parent,
+            workspace_root=ctx.workspace.root,
+            dataset_images_dir=dataset_dir / "images",
+            subdir=f"synthetic_iter{number}",
+            light=ctx.light,
+            image_ext=ctx.image_ext,
+        )
+        sdg_rows = ingest.rows
+    mined: Sequence[Mapping[str, str]] = ()
+    if not entry.get("data_mining_skipped"):
+        mined = _read_rows(Path(entry["mining_mined_parquet"]))
+    if not sdg_rows and not mined:
+        raise DatasetError.at(
+            f"{label} merge",
+            "neither SDG nor mining added a row",
+            "expand the mining pool or raise num_sdg; never retrain on an unchanged set",
+        )
+    previous, in_workspace = _previous_training(ctx, label)
+    previous_provenance = None
+    if in_workspace:
+        previous_provenance = assembly.read_provenance(Path(_entry(ctx, f"iter{number - 1}")["provenance_csv"]))
+    merged = assembly.assemble(
+        iteration=number,
+        previous=previous,
+        previous_in_workspace_coordinates=in_workspace,
+        sdg_rows=sdg_rows,
+        mined_rows=mined,
+        previous_provenance=previous_provenance,
+    )
+    combined = dataset_dir / f"train_combined_{label}.csv"
+    provenance = dataset_dir / f"train_combined_{label}_provenance.csv"
+    assembly.write_assembly(merged, combined_csv=combined, provenance_csv=provenance)
+    report = dataset_dir / "merge_validation.json"
+    images = ctx.workspace.images_dir
+    assembly.validate_merge(
+        combined,
+        workspace_root=ctx.workspace.root,
+        validation=CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
+        kpi=CsvInRoot(read_dataset_csv(ctx.workspace.kpi_csv), images),
+        lights=ctx.config.dataset.lights,
+        image_ext=ctx.image_ext,
+        report_json=report,
+    )
+    by_source = ", ".join(f"{source} {count}" for source, count in merged.source_counts().items())
+    summary = f"Merge: {len(merged.rows)} rows ({by_source}); no missing files, no leakage"
+    fields = {
+        "combined_training_csv": str(combined),
+        "provenance_csv": str(provenance),
+        "merge_validation_report": str(report),
+    }
+    return _commit(ctx, label, "data_merge", started, summary, fields)
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def run_iteration_train(ctx: DeftContext, label: str) -> dict:
+    """Retrain on the combined CSV, warm-started from the previous best, same epoch budget, fresh dir."""
+    started = time.monotonic()
+    best = _entry(ctx, previous_label(label))
+    combined = Path(_entry(ctx, label)["combined_training_csv"])
+    base = with_train_csv(load_spec(Path(best["training_spec"])), csv_path=combined, images_dir=ctx.workspace.root)
+    train_dir = ctx.layout.train_dir(label)
+    set_aside(train_dir)
+    spec = training_spec(
+        base,
+        results_dir=train_dir,
+        num_epochs=ctx.config.deft.num_epochs,
+        batch_size=ctx.config.phase1.batch_size,
+        pretrained_model=Path(best["best_ckpt_path"]),
+    )
+    spec_path = ctx.layout.iteration_spec(label)
+    dump_spec(spec, spec_path)
+    job = TaoJob(
+        name=f"{label}-train",
+        action="train",
+        image=ctx.jobs.image,
+        spec=spec,
+        results_dir=train_dir,
+        runtime=ctx.jobs.runtime,
+        gpus=ctx.jobs.gpus,
+        timeout_s=ctx.jobs.timeout_s,
+    )
+    require_success(ctx.runner.run(job))
+    checkpoint = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
+    if checkpoint is None:
+        raise ProgramJobError.at(str(train_dir), "training reported success but wrote no checkpoint", "read job.log")
+    fields: dict[str, Any] = {
+        "best_ckpt_path": str(checkpoint.path),
+        "best_ckpt_kind": "latest" if checkpoint.kind == "latest" else "best_val",
+        "training_spec": str(spec_path),
+    }
+    val_loss = min_val_loss(train_dir)
+    if val_loss is not None:
+        fields["val_loss"] = val_loss
+    summary = (
+        f"{label} trained {ctx.config.deft.num_epochs} epochs on {combined.name}, warm from {best['best_ckpt_path']}"
+    )
+    return _commit(ctx, label, "train", started, summary, fields)
+
+
+def commit_failure(ctx: DeftContext, label: str, stage: str, error: Exception, started: float) -> None:
+    """Record a hard stop: the stage as an error event; the run becomes failed."""
+    reason = " ".join(str(error).split())[:800]
+    commit = StageCommit(
+        label, stage, "error", f"HARD STOP in {stage}: {reason}", max(time.monotonic() - started, 0.001)
+    )
+    commit_stage(ctx.layout.root, commit)
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _sources(provenance: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in _read_rows(provenance):
+        source = row.get("source", "unknown")
+        counts[source] = counts.get(source, 0) + 1
+    return counts
+
+
+def report_extras(ctx: DeftContext) -> dict[str, Any]:
+    """What the report shows beyond the state: rows by source, SDG/mining counts, pool share, the handoff."""
+    state = read_state(ctx.layout.root)
+    growth: dict[str, dict[str, int]] = {"baseline": {"base_train": len(_read_rows(ctx.workspace.training_csv))}}
+    counts: dict[str, dict[str, Any]] = {}
+    mined_total = 0
+    for label, entry in state["iterations"].items():
+        if entry.get("provenance_csv") and Path(entry["provenance_csv"]).exists():
+            growth[label] = _sources(Path(entry["provenance_csv"]))
+        if "mining_mined_count" in entry or "anomalygen_sdg_csv" in entry:
+            sdg = entry.get("anomalygen_sdg_csv")
+            generated = len(_read_rows(Path(sdg))) if sdg and Path(sdg).exists() else 0
+            counts[label] = {"sdg_generated": generated}
+            mined_total += int(entry.get("mining_mined_count", 0))
+    extras: dict[str, Any] = {"training_rows_by_source": growth, "sdg_and_mining": counts}
+    pool_csv = ctx.layout.root / "inputs" / "mining_pool.resolved.csv"
+    if pool_csv.exists():
+        pool_rows = len(_read_rows(pool_csv))
+        extras["pool_share_used_pct"] = 100.0 * mined_total / pool_rows if pool_rows else 0.0
+    if ctx.layout.best_model.exists():
+        extras["handoff"] = json.loads(ctx.layout.best_model.read_text(encoding="utf-8"))
+    return extras
+
+
+def iteration_summary(ctx: DeftContext, label: str) -> str:
+    """A short markdown summary of one evaluated iteration (the per-iteration Prefect artifact)."""
+    state = read_state(ctx.layout.root)
+    entry = state["iterations"][label]
+    result = entry["metric_result"]
+    previous = state["iterations"].get(previous_label(label), {}).get("metric_result")
+    unit = ctx.contract.unit
+    lines = [
+        f"## DEFT {label}",
+        f"- {ctx.contract.display_name}: **{result['value']:.4g}{unit}** "
+        f"({'meets' if result['passed'] else 'misses'} the target)",
+    ]
+    if previous is not None and label != previous_label(label):
+        lines.append(f"- change vs {previous_label(label)}: {result['value'] - previous['value']:+.4g}{unit}")
+    if entry.get("provenance_csv"):
+        sources = ", ".join(f"{k} {v}" for k, v in _sources(Path(entry["provenance_csv"])).items())
+        lines.append(f"- training rows by source: {sources}")
+    lines.append(f"- checkpoint: `{entry['best_ckpt_path']}`")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,58 @@
+"""Tasks of the DEFT loop: one task run per stage, the report refreshed after every commit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NONE
+
+from aoi_pipeline.core.report import write_report
+from aoi_pipeline.pipeline import deft
+from aoi_pipeline.pipeline.deft import DeftContext
+
+STAGES: dict[str, Callable[[DeftContext, str], dict]] = {
+    "rca": deft.run_rca,
+    "routing": deft.run_routing,
+    "anomalygen": deft.run_sdg,
+    "data_mining": deft.run_mining,
+    "data_merge": deft.run_merge,
+    "train": deft.run_iteration_train,
+}
+
+
+@task(name="deft-stage", task_run_name="{label}-{stage}", cache_policy=NONE)
+def deft_stage(ctx: DeftContext, label: str, stage: str) -> None:
+    """Run one stage and commit it; a failure is committed as the run's hard stop, then raised."""
+    started = time.monotonic()
+    try:
+        state = STAGES[stage](ctx, label)
+    except Exception as error:  # any stage error is a hard stop, recorded before it propagates
+        deft.commit_failure(ctx, label, stage, error, started)
+        raise
+    finally:
+        refresh_report(ctx)
+    get_run_logger().info("[%s %s] %s", label, stage, state["events"][-1]["summary"])
+
+
+def refresh_report(ctx: DeftContext) -> None:
+    """Re-render DEFT_Loop_Report.html from the state (a report failure never fails the stage)."""
+    try:
+        write_report(ctx.layout.root, extras=deft.report_extras(ctx))
+    except Exception as error:  # the report is a view; the commit already happened
+        get_run_logger().warning("report not refreshed: %s", error)
+
+
+def start_progress(max_iterations: int) -> object:
+    return create_progress_artifact(0.0, key="deft-progress", description=f"DEFT loop: 0/{max_iterations} iterations")
+
+
+def update_progress(artifact_id: object, done: int, max_iterations: int) -> None:
+    share = 100.0 if max_iterations == 0 else min(100.0, 100.0 * done / max_iterations)
+    update_progress_artifact(artifact_id, share, description=f"DEFT loop: {done}/{max_iterations} iterations")
+
+
+def publish_iteration_summary(ctx: DeftContext, label: str) -> None:
+    create_markdown_artifact(deft.iteration_summary(ctx, label), key=f"deft-{label}", description=f"DEFT {label}")

@@ -1,0 +1,216 @@
+"""Phase 2 end to end on a Prefect test server (fake runtime): iterations, resume after a kill, hard stops."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aoi_pipeline.errors import AoiPipelineError
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+class Killed(BaseException):
+    """Stands for the process dying (SIGKILL, power loss): nothing after it runs."""
+
+
+def _loop_config(pipeline_config: Any, workspace: Path, results: Path, **changes: Any) -> Any:
+    small = {"recommendations": 1, "parallel": 1, "num_epochs": 1, "batch_size": 4}
+    settings = {
+        "kpi_target": "FAR < 0.01% at Recall=100%",
+        "phase1": small,
+        "phase3": {**small, "enabled": False},
+        "deft": {"max_iterations": 2, "num_epochs": 1, "num_sdg": 6, "top_k_per_target": 3, "min_similarity": 0.0},
+    }
+    settings.update(changes)
+    # DEFT run directories live in the workspace (its training CSVs are workspace-relative).
+    return pipeline_config(workspace, workspace / "results", **settings)
+
+
+def _run(config: Any, run_name: str) -> dict[str, Any]:
+    from aoi_pipeline.pipeline.preflight import run_preflight
+    from flows.aoi_pipeline import aoi_pipeline
+
+    plan = run_preflight(config, run_name=run_name).plan_hash
+    return aoi_pipeline(config=config, run_name=run_name, preapproved_plan_hash=plan)
+
+
+def _state(results: Path, run_name: str) -> dict[str, Any]:
+    return json.loads((results / run_name / "deft_state.json").read_text())
+
+
+def _rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _assert_gap_free(state: dict[str, Any]) -> None:
+    assert [event["seq"] for event in state["events"]] == list(range(1, len(state["events"]) + 1))
+
+
+def _stages(state: dict[str, Any], label: str) -> list[str]:
+    return [event["stage"] for event in state["events"] if event["iter"] == label]
+
+
+def test_the_loop_adds_sdg_and_mined_rows_each_iteration_and_hands_off(
+    tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any
+) -> None:
+    results = tiny_workspace / "results"
+    result = _run(_loop_config(pipeline_config, tiny_workspace, results), "run_loop")
+    assert result["status"] == "complete"
+    state = _state(results, "run_loop")
+    _assert_gap_free(state)
+    assert state["status"] == "complete" and state["stop_reason"] == "max_iterations"
+    for label in ("iter1", "iter2"):
+        assert _stages(state, label)[:6] == ["routing", "anomalygen", "data_mining", "data_merge", "train", "evaluate"]
+    base = len(_rows(tiny_workspace / "train/base/training_set.csv"))
+    iter1 = _rows(state["iterations"]["iter1"]["combined_training_csv"])
+    iter2 = _rows(state["iterations"]["iter2"]["combined_training_csv"])
+    assert base < len(iter1) < len(iter2)
+    assert all(row["input_path"].startswith(("images/", "results/")) for row in iter2)
+    sources = {row["source"] for row in _rows(state["iterations"]["iter2"]["provenance_csv"])}
+    assert {"sdg", "previous_iter_train"} <= sources
+    allocation = json.loads(Path(state["iterations"]["iter1"]["anomalygen_allocation_json"]).read_text())
+    assert sum(allocation.values()) == 6
+    ledger = json.loads((results / "run_loop" / "mining_history.json").read_text())
+    picked = [key for entry in ledger["iterations"] for key in entry.get("selected_filepaths", [])]
+    assert len(picked) == len(set(picked)), "a pool row was mined twice"
+    report = (results / "run_loop" / "DEFT_Loop_Report.html").read_text()
+    assert "<svg" in report and "iter2" in report and "http" not in report
+    # the warm start: iter2 trains from iter1's best checkpoint
+    spec = (results / "run_loop" / "iter2" / "iter2_spec.yaml").read_text()
+    assert state["iterations"]["iter1"]["best_ckpt_path"] in spec
+
+
+def test_a_kill_right_after_a_commit_resumes_at_the_next_stage(
+    tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.deft
+
+    results = tiny_workspace / "results"
+    config = _loop_config(
+        pipeline_config, tiny_workspace, results, deft={"max_iterations": 1, "num_epochs": 1, "num_sdg": 4}
+    )
+    original = tasks.deft.STAGES["data_mining"]
+
+    def mine_then_die(ctx: Any, label: str) -> dict:
+        original(ctx, label)
+        raise Killed
+
+    monkeypatch.setitem(tasks.deft.STAGES, "data_mining", mine_then_die)
+    with pytest.raises(Killed):
+        _run(config, "run_kill")
+    assert _stages(_state(results, "run_kill"), "iter1") == ["routing", "anomalygen", "data_mining"]
+
+    monkeypatch.setitem(tasks.deft.STAGES, "data_mining", original)
+    launched = len(fake_runtime.read_text().splitlines())
+    _run(config, "run_kill")
+    state = _state(results, "run_kill")
+    _assert_gap_free(state)
+    assert _stages(state, "iter1")[:5] == ["routing", "anomalygen", "data_mining", "data_merge", "train"]
+    calls = [json.loads(line)["action"] for line in fake_runtime.read_text().splitlines()[launched:]]
+    assert "embed" not in calls and "sdg" not in calls, "a committed stage was redone"
+
+
+def test_a_kill_in_the_middle_of_a_stage_redoes_only_that_stage(
+    tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.deft
+
+    results = tiny_workspace / "results"
+    config = _loop_config(
+        pipeline_config, tiny_workspace, results, deft={"max_iterations": 1, "num_epochs": 1, "num_sdg": 4}
+    )
+    original = tasks.deft.STAGES["anomalygen"]
+
+    def die_halfway(ctx: Any, label: str) -> dict:
+        partial = ctx.layout.iteration_dir(label) / "anomalygen" / "sdg" / "reconstructed_image"
+        partial.mkdir(parents=True)
+        (partial / "half-written.png").write_bytes(b"\x89PNG")
+        raise Killed
+
+    monkeypatch.setitem(tasks.deft.STAGES, "anomalygen", die_halfway)
+    with pytest.raises(Killed):
+        _run(config, "run_midstage")
+    assert _stages(_state(results, "run_midstage"), "iter1") == ["routing"]
+
+    monkeypatch.setitem(tasks.deft.STAGES, "anomalygen", original)
+    _run(config, "run_midstage")
+    state = _state(results, "run_midstage")
+    _assert_gap_free(state)
+    assert _stages(state, "iter1").count("anomalygen") == 1
+    assert _stages(state, "iter1").count("routing") == 1
+    assert (results / "run_midstage" / "iter1" / "anomalygen" / "sdg.interrupted1").is_dir()
+
+
+def test_a_failing_job_is_a_hard_stop_that_a_rerun_retries_after_the_fix(
+    tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tiny_workspace / "results"
+    config = _loop_config(
+        pipeline_config, tiny_workspace, results, deft={"max_iterations": 1, "num_epochs": 1, "num_sdg": 4}
+    )
+    monkeypatch.setenv("FAKE_RUNTIME_FAIL", "sdg")
+    with pytest.raises(AoiPipelineError):
+        _run(config, "run_stop")
+    state = _state(results, "run_stop")
+    assert state["status"] == "failed"
+    failure = state["events"][-1]
+    assert (failure["iter"], failure["stage"], failure["status"]) == ("iter1", "anomalygen", "error")
+    assert "HARD STOP" in failure["summary"] and "planted failure" in failure["summary"]
+    report = (results / "run_stop" / "DEFT_Loop_Report.html").read_text()
+    assert "planted failure" in report
+
+    monkeypatch.delenv("FAKE_RUNTIME_FAIL")
+    _run(config, "run_stop")
+    state = _state(results, "run_stop")
+    _assert_gap_free(state)
+    assert state["status"] == "complete"
+    assert [e["status"] for e in state["events"] if e["stage"] == "anomalygen"] == ["error", "ok"]
+
+
+def test_leakage_found_at_merge_is_a_hard_stop(
+    tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.deft
+
+    results = tiny_workspace / "results"
+    config = _loop_config(
+        pipeline_config, tiny_workspace, results, deft={"max_iterations": 1, "num_epochs": 1, "num_sdg": 4}
+    )
+    leaked = _rows(tiny_workspace / "train/base/validation_set.csv")[0]
+    original = tasks.deft.STAGES["data_merge"]
+
+    def merge_with_a_validation_sample_mined(ctx: Any, label: str) -> dict:
+        mined = Path(
+            json.loads((ctx.layout.root / "deft_state.json").read_text())["iterations"][label]["mining_mined_parquet"]
+        )
+        rows = _rows(mined)
+        columns = list(rows[0]) if rows else ["input_path", "golden_path", "label", "object_name"]
+        extra = {column: "" for column in columns}
+        extra.update(
+            {
+                "input_path": f"images/{leaked['input_path']}",
+                "golden_path": f"images/{leaked['golden_path']}",
+                "label": leaked["label"],
+                "object_name": leaked["object_name"],
+            }
+        )
+        with mined.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows([*rows, extra])
+        return original(ctx, label)
+
+    monkeypatch.setitem(tasks.deft.STAGES, "data_merge", merge_with_a_validation_sample_mined)
+    with pytest.raises(AoiPipelineError, match=r"(?i)leak"):
+        _run(config, "run_leak")
+    state = _state(results, "run_leak")
+    assert state["status"] == "failed"
+    assert (state["events"][-1]["stage"], state["events"][-1]["status"]) == ("data_merge", "error")
+    report = json.loads((results / "run_leak" / "iter1" / "dataset" / "merge_validation.json").read_text())
+    assert report["train_val_leakage_overlap_count"] >= 1
