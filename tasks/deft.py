@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -13,14 +12,7 @@ from aoi_pipeline.core.report import write_report
 from aoi_pipeline.pipeline import deft
 from aoi_pipeline.pipeline.deft import DeftContext
 
-STAGES: dict[str, Callable[[DeftContext, str], dict]] = {
-    "rca": deft.run_rca,
-    "routing": deft.run_routing,
-    "anomalygen": deft.run_sdg,
-    "data_mining": deft.run_mining,
-    "data_merge": deft.run_merge,
-    "train": deft.run_iteration_train,
-}
+STAGES = deft.ITERATION_STAGES
 
 
 @task(name="deft-stage", task_run_name="{label}-{stage}", cache_policy=NONE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from aoi_pipeline.core.leakage import CsvInRoot
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
 from aoi_pipeline.core.spec import Spec, dump_spec, load_spec
-from aoi_pipeline.core.state import StageCommit, commit_stage, read_state
+from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import DatasetError, ProgramJobError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
@@ -532,3 +532,44 @@ def iteration_summary(ctx: DeftContext, label: str) -> str:
         lines.append(f"- training rows by source: {sources}")
     lines.append(f"- checkpoint: `{entry['best_ckpt_path']}`")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- loop
+
+
+def next_step(ctx: DeftContext) -> tuple[str, str]:
+    """(label, stage) the loop runs next; after a hard stop, the failed stage (a rerun retries it once)."""
+    state = read_state(ctx.layout.root)
+    step = next_stage(state)
+    if step.stage != "halt":
+        return step.label, step.stage
+    failed = state["events"][-1]
+    return failed["iter"], "finalize" if failed["stage"] == "loop_stop" else failed["stage"]
+
+
+def stop_reason(ctx: DeftContext, label: str) -> str:
+    passed = _entry(ctx, label)["metric_result"]["passed"]
+    return "metric_met" if passed else "max_iterations"
+
+
+def run_loop(ctx: DeftContext, run_stage: Callable[[str, str], None]) -> str:
+    """Run Phase 2 to its end, one committed stage at a time; returns the final iteration label.
+
+    `run_stage(label, stage)` runs one stage (a Prefect task in the flow, a plain call in benchmarks) for the
+    stages of `next_step`: train (baseline), evaluate, finalize and every name of `ITERATION_STAGES`.
+    """
+    while True:
+        label, stage = next_step(ctx)
+        if stage == "complete":
+            return label
+        run_stage(label, stage)
+
+
+ITERATION_STAGES: dict[str, Callable[[DeftContext, str], dict]] = {
+    "rca": run_rca,
+    "routing": run_routing,
+    "anomalygen": run_sdg,
+    "data_mining": run_mining,
+    "data_merge": run_merge,
+    "train": run_iteration_train,
+}
