@@ -43,14 +43,14 @@ def test_status_lines_follow_tao(trained: Workspace) -> None:
     month, day, year = records[0]["date"].split("/")
     assert 1 <= int(month) <= 12 and 1 <= int(day) <= 31 and len(year) == 4
     validations = [r for r in records if "val_loss" in r.get("kpi", {})]
-    assert [r["epoch"] for r in validations] == [1, 2]
+    assert [r["epoch"] for r in validations] == [0, 1]  # 0-based, as the checkpoint file names
     for record in validations:
-        assert record["max_epoch"] == 2
+        assert record["max_epoch"] == 1
         assert set(record["kpi"]) >= {"val_loss", "val_acc", "val_far"}
         assert 0.0 <= record["kpi"]["val_far"] <= 100.0
         assert 0.0 <= record["kpi"]["val_acc"] <= 100.0
     progress = [r for r in records if r["message"] == "Training loop in progress"]
-    assert [r["epoch"] for r in progress] == [1, 2]
+    assert [r["epoch"] for r in progress] == [0, 1]
 
 
 def test_unhonoured_keys_give_one_warning(workspace: Workspace, run_cli) -> None:

@@ -43,3 +43,17 @@ def test_trains_and_scores_on_cuda_with_amp(tmp_path, run_cli) -> None:
         f"inference.results_dir={ws.results / 'cpu_inference'}",
     )
     assert code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_with_cuda_graphs(tmp_path, run_cli) -> None:
+    ws = build_workspace(tmp_path / "ws", pairs=64, size=64)
+    code, _, _ = run_cli(
+        "train", "-e", ws.spec_path, "reference.device=cuda", "reference.compile=reduce-overhead", "train.num_epochs=2"
+    )
+    assert code == 0
+    records = status_records(ws.results / "train")
+    losses = [r["kpi"]["train_loss"] for r in records if r["message"] == "Training loop in progress"]
+    assert len(losses) == 2 and all(loss is not None and loss > 0 for loss in losses)
+    assert (ws.results / "train" / "model_epoch_001_step_00016.pth").is_file()

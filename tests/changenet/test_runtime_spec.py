@@ -57,6 +57,9 @@ def spec_file(tmp_path: Path, **sections: object) -> Path:
 def test_runtime_sections_are_read_and_kept_out_of_the_tao_spec(tmp_path: Path) -> None:
     path = spec_file(tmp_path, reference={"device": "cpu", "recall_pct": 99})
     spec = read_runtime_spec(path, ["reference.shift_fraction=0.05"], "train")
+    assert read_runtime_spec(path, ["reference.compile=reduce-overhead"], "train").value("reference.compile") == (
+        "reduce-overhead"
+    )
     assert spec.value("reference.device") == "cpu"
     assert spec.value("reference.recall_pct") == 99
     assert spec.value("reference.shift_fraction") == 0.05
@@ -70,6 +73,7 @@ def test_runtime_sections_are_read_and_kept_out_of_the_tao_spec(tmp_path: Path) 
     [
         ({"reference": {"device": "tpu"}}, [], "reference.device"),
         ({"reference": {"recall_pct": 0}}, [], "reference.recall_pct"),
+        ({"reference": {"compile": "fastest"}}, [], "reference.compile"),
         ({"reference": "cpu"}, [], "block of keys"),
         ({}, ["embed.chekpoint=x"], "embed.checkpoint"),
         ({}, ["dataset.classify.num_input=2"], "num_input"),

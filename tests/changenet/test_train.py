@@ -60,7 +60,7 @@ def test_resume_continues_epochs_steps_and_optimiser_state(workspace: Workspace,
     assert float(first["optimizer"]["state"][0]["step"]) == 3.0
     records = status_records(train_dir)
     assert [r["status"] for r in records].count("SUCCESS") == 2  # status.json is appended on resume
-    assert records[-2]["epoch"] == 2
+    assert records[-2]["epoch"] == 1
 
 
 def test_resume_with_nothing_left_fails_without_writing(trained: Workspace, run_cli, tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_checkpointer_keeps_the_best_validation_epoch(workspace: Workspace, run_
     assert code == 0
     train_dir = workspace.results / "train"
     losses = {r["epoch"]: r["kpi"]["val_loss"] for r in status_records(train_dir) if "val_loss" in r.get("kpi", {})}
-    best_epoch = min(losses, key=lambda epoch: (losses[epoch], epoch)) - 1  # status counts epochs from 1
+    best_epoch = min(losses, key=lambda epoch: (losses[epoch], epoch))  # status epochs name the checkpoint files
     assert sorted(p.name for p in train_dir.glob("model_best_*.pth")) == [f"model_best_{best_epoch:03d}.pth"]
     assert sorted(p.name for p in train_dir.glob("model_epoch_*.pth")) == ["model_epoch_002_step_00009.pth"]
 

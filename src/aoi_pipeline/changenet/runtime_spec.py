@@ -11,7 +11,8 @@ Two top-level sections exist only for this runtime and are removed before the TA
 `embed` (the `embed` action: `checkpoint`, `csv_path`, `images_dir`, `results_dir`, `batch_size`) and
 `reference` (`device`: auto|cpu|cuda|cuda:N, `recall_pct`: the recall at which `evaluate` reports FAR,
 `shift_fraction`: the largest independent shift augmentation as a share of the image side, `compile`:
-torch.compile the network). A spec for the TAO container never needs either.
+false, true or a torch.compile mode; `reduce-overhead` adds CUDA graphs and pays off on long GPU runs, after
+about a minute of compilation). A spec for the TAO container never needs either.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class RuntimeKey:
     minimum: float | None = None
     maximum: float | None = None
     pattern: str | None = None
+    accepts_bool: bool = False
     help: str = ""
 
 
@@ -56,7 +58,13 @@ RUNTIME_SECTIONS: Mapping[str, Mapping[str, RuntimeKey]] = {
         "device": RuntimeKey(str, "auto", pattern=r"auto|cpu|cuda(:\d+)?", help="auto|cpu|cuda|cuda:N"),
         "recall_pct": RuntimeKey(float, 100.0, minimum=1e-9, maximum=100.0, help="recall of evaluate's FAR"),
         "shift_fraction": RuntimeKey(float, 0.03, minimum=0.0, maximum=0.25, help="largest shift / image side"),
-        "compile": RuntimeKey(bool, False, help="torch.compile the network"),
+        "compile": RuntimeKey(
+            str,
+            False,
+            pattern=r"off|default|reduce-overhead|max-autotune(-no-cudagraphs)?",
+            accepts_bool=True,
+            help="false, true (= default) or a torch.compile mode such as reduce-overhead",
+        ),
     },
 }
 
@@ -269,7 +277,7 @@ def runtime_section_problems(runtime: Mapping[str, Mapping[str, Any]], *, where:
 
 
 def _runtime_value_problem(value: Any, rule: RuntimeKey, location: str) -> Problem | None:
-    if rule.kind is str and value is None:
+    if (rule.kind is str and value is None) or (rule.accepts_bool and isinstance(value, bool)):
         return None
     if rule.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)

@@ -114,6 +114,13 @@ def lr_factor(policy: str, epoch: int, num_epochs: int) -> float:
     return 1.0 - epoch / float(num_epochs + 1)
 
 
+def _compile_mode(option: bool | str | None) -> bool | str:
+    """`reference.compile` as TrainStep wants it: False, True (default mode) or a torch.compile mode name."""
+    if option in (None, False, "off"):
+        return False
+    return True if option in (True, "default") else str(option)
+
+
 class TrainStep:
     """One optimiser step on a batch of cached uint8 pairs: device augmentation, autocast, backward, step.
 
@@ -258,14 +265,14 @@ class _Best:
 
 
 @contextmanager
-def _train_log(results_dir: Path) -> Iterator[None]:
+def _train_log(results_dir: Path) -> Iterator[logging.Handler]:
     handler = logging.FileHandler(results_dir / TRAIN_LOG, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     previous = log.level
     log.setLevel(logging.INFO)
     try:
-        yield
+        yield handler
     finally:
         log.removeHandler(handler)
         log.setLevel(previous)
@@ -288,9 +295,9 @@ def run_training(job: TrainJob, status: StatusLog, *, warning: str | None = None
     spec = job.spec
     results = job.results_dir
     results.mkdir(parents=True, exist_ok=True)
-    with _train_log(results):
-        if warning:
-            log.warning(warning)
+    with _train_log(results) as train_log:
+        if warning:  # already printed on stderr; recorded in train.log only
+            train_log.handle(log.makeRecord(log.name, logging.WARNING, __file__, 0, warning, None, None))
         dump_spec(spec.spec, results / EXPERIMENT_YAML)
         return _Trainer(job, status).run()
 
@@ -317,7 +324,6 @@ class _Trainer:
         self.kpi: dict[str, float] = {}
         start = job.resume or job.warm_start
         self.global_step = int(job.resume["global_step"]) if job.resume else 0
-        self.checkpointer = spec.section("train.checkpointer")
         self.best = _Best(
             mode=str(spec.value("train.checkpointer.mode")),
             keep=int(spec.value("train.checkpointer.save_top_k")),
@@ -384,7 +390,7 @@ class _Trainer:
 
     def run(self) -> TrainOutcome:
         spec, job, status = self.spec, self.job, self.status
-        status.write(STARTED, "Starting Training Loop.", epoch=job.start_epoch, max_epoch=self.num_epochs)
+        status.write(STARTED, "Starting Training Loop.", epoch=job.start_epoch, max_epoch=self.num_epochs - 1)
         train, validation = self._caches()
         self.layout = train.layout
         model = self._model(train.layout)
@@ -410,7 +416,7 @@ class _Trainer:
             class_weights=weights,
             amp=amp,
             color=train.layout.color,
-            compiled=bool(spec.value("reference.compile")),
+            compiled=_compile_mode(spec.value("reference.compile")),
         )
         log.info(
             "training %s (%d parameters) for epochs %d..%d, batch %d, %s, %d CPU thread(s)",
@@ -452,11 +458,13 @@ class _Trainer:
                 )
             elapsed = time.perf_counter() - started
             done = epoch + 1
+            # Status epochs use the checkpoint files' 0-based numbering, so a validation's epoch names the
+            # model_epoch_<EEE> file that holds its weights.
             status.write(
                 RUNNING,
                 "Training loop in progress",
-                epoch=done,
-                max_epoch=self.num_epochs,
+                epoch=epoch,
+                max_epoch=self.num_epochs - 1,
                 time_per_epoch=duration(elapsed),
                 eta=duration(elapsed * (self.num_epochs - done)),
                 kpi={"train_loss": train_loss},
@@ -507,7 +515,7 @@ class _Trainer:
             "val_fpr": aoi["false_alarm"],
             "val_far": far_at_full_recall(result.scores, labels),
         }
-        self.status.write(RUNNING, "Eval metrics generated.", epoch=epoch + 1, max_epoch=self.num_epochs, kpi=self.kpi)
+        self.status.write(RUNNING, "Eval metrics generated.", epoch=epoch, max_epoch=self.num_epochs - 1, kpi=self.kpi)
         log.info(
             "epoch %d/%d: %s",
             epoch + 1,
