@@ -34,13 +34,9 @@ def _train(spec: dict) -> None:
     epochs = int(train["num_epochs"])
     with (out / "status.json").open("a", encoding="utf-8") as status:
         for epoch in range(epochs):
-            (out / f"model_epoch_{epoch:03d}_step_{(epoch + 1) * 10:05d}.pth").write_bytes(
-                b"weights %d" % epoch
-            )
+            (out / f"model_epoch_{epoch:03d}_step_{(epoch + 1) * 10:05d}.pth").write_bytes(b"weights %d" % epoch)
             kpi = {"val_loss": 1.0 / (epoch + 1), "val_acc": 0.5, "val_far": 50.0}
-            status.write(
-                json.dumps({"status": "RUNNING", "epoch": epoch, "max_epoch": epochs - 1, "kpi": kpi}) + "\n"
-            )
+            status.write(json.dumps({"status": "RUNNING", "epoch": epoch, "max_epoch": epochs - 1, "kpi": kpi}) + "\n")
         status.write(json.dumps({"status": "SUCCESS", "message": "Training finished"}) + "\n")
 
 

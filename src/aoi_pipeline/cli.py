@@ -101,9 +101,7 @@ def run_pipeline(config: Any, *, yes: bool, run_name: str | None, reviewer: str)
     if yes:
         report = run_preflight(config, run_name=run_name)
         if not report.ok:
-            raise AoiPipelineError(
-                report.blockers, summary="pre-flight found blockers: fix them and run again"
-            )
+            raise AoiPipelineError(report.blockers, summary="pre-flight found blockers: fix them and run again")
         preapproved = report.plan_hash
         print(f"Pre-approving plan {preapproved} as {reviewer} (--yes)")
     elif sys.stdin.isatty():
@@ -184,12 +182,8 @@ def _add_run_commands(subcommands: argparse._SubParsersAction) -> None:
     run.add_argument("--reviewer", default=os.environ.get("USER", "cli"), help="recorded with --yes")
     run.set_defaults(handler=_run)
 
-    demo = subcommands.add_parser(
-        "demo", help="synthetic workspace + all phases on this machine, small budget"
-    )
-    demo.add_argument(
-        "--dir", type=Path, default=None, help="new folder for the demo (default: user data dir)"
-    )
+    demo = subcommands.add_parser("demo", help="synthetic workspace + all phases on this machine, small budget")
+    demo.add_argument("--dir", type=Path, default=None, help="new folder for the demo (default: user data dir)")
     demo.add_argument("--boards", type=int, default=60, help="synthetic boards (16 tiles each)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--yes", action="store_true", help="pre-approve the plan instead of waiting")

@@ -63,9 +63,7 @@ async def _runs(limit: int, paused_only: bool) -> list[RunInfo]:
 
     run_filter = None
     if paused_only:
-        run_filter = FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-        )
+        run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
     async with get_client() as client:
         runs = await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),

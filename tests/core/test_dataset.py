@@ -72,9 +72,7 @@ def test_is_defect_is_byte_exact_like_the_tao_dataloader():
 
 
 def test_label_counts_put_pass_first_then_defects_by_count_then_name():
-    rows = tuple(
-        {"label": label} for label in ["open", "short", "PASS", "short", "copper", "open", "short", "PASS"]
-    )
+    rows = tuple({"label": label} for label in ["open", "short", "PASS", "short", "copper", "open", "short", "PASS"])
     dataset = DatasetCsv(path=Path("x.csv"), columns=("label",), rows=rows)
     assert list(dataset.label_counts().items()) == [("PASS", 2), ("short", 3), ("open", 2), ("copper", 1)]
 
@@ -115,9 +113,7 @@ def test_bom_is_named_with_its_fix_and_not_reported_as_missing_columns(ws):
 
 @pytest.mark.parametrize(("delimiter", "name"), [(";", "semicolon"), ("\t", "tab"), ("|", "pipe")])
 def test_a_non_comma_delimiter_is_detected_and_named(ws, delimiter, name):
-    path = ws.text(
-        "d.csv", delimiter.join(REQUIRED_COLUMNS) + "\n" + delimiter.join(["a", "b", "PASS", "T"]) + "\n"
-    )
+    path = ws.text("d.csv", delimiter.join(REQUIRED_COLUMNS) + "\n" + delimiter.join(["a", "b", "PASS", "T"]) + "\n")
     with pytest.raises(DatasetError) as excinfo:
         read_dataset_csv(path)
     problem = only_problem(excinfo)
@@ -270,9 +266,7 @@ def test_flat_file_path_gets_directory_and_object_name_as_fix(ws):
         validate_dataset(path, images_dir=ws.images)
     problem = only_problem(excinfo)
     assert problem.what == "input_path 'b1/test/T01_SolderLight.jpg' names an image file, not a directory"
-    assert problem.fix.startswith(
-        "write the directory 'b1/test' in input_path and the stem 'T01' in object_name"
-    )
+    assert problem.fix.startswith("write the directory 'b1/test' in input_path and the stem 'T01' in object_name")
 
 
 def test_every_image_suffix_counts_as_a_flat_file_in_any_case(ws):
@@ -418,8 +412,7 @@ def test_a_wrong_light_name_is_hinted(ws):
     with pytest.raises(DatasetError) as excinfo:
         validate_dataset(path, images_dir=ws.images, lights=["BackLight"])
     assert (
-        problems_of(excinfo)[0].fix
-        == "T00_SolderLight.jpg exists: check the light names ['BackLight'] and object_name"
+        problems_of(excinfo)[0].fix == "T00_SolderLight.jpg exists: check the light names ['BackLight'] and object_name"
     )
 
 
@@ -511,9 +504,7 @@ def test_batch_size_must_fit_the_rows_per_gpu(ws, batch_size, num_gpus, ok):
     problem = only_problem(excinfo)
     per_gpu = 4 // num_gpus
     assert problem.where == f"{path}: batch_size (dataset.classify.batch_size)"
-    assert problem.what.startswith(
-        f"batch_size {batch_size} exceeds the {per_gpu} rows per GPU (4 rows / {num_gpus}"
-    )
+    assert problem.what.startswith(f"batch_size {batch_size} exceeds the {per_gpu} rows per GPU (4 rows / {num_gpus}")
     assert problem.fix == f"lower batch_size to at most {per_gpu}, or add rows"
 
 

@@ -102,9 +102,7 @@ def test_far_does_not_decrease_when_more_recall_is_required(
     defect_scores=st.lists(score, min_size=1, max_size=40),
     recall=st.sampled_from(RECALLS),
 )
-def test_threshold_keeps_at_least_the_requested_share_of_defects(
-    defect_scores: list[float], recall: str
-) -> None:
+def test_threshold_keeps_at_least_the_requested_share_of_defects(defect_scores: list[float], recall: str) -> None:
     scores = np.asarray(defect_scores, dtype=np.float64)
     threshold = threshold_at_recall(scores, float(recall))
     kept = int(np.count_nonzero(scores >= threshold))
@@ -172,9 +170,7 @@ def test_a_recall_outside_0_to_100_is_refused(recall: float) -> None:
 
 def test_far_result_json_has_the_evaluator_result_shape() -> None:
     contract = parse_target("FAR < 50% at Recall=100%")
-    document = far_result_json(
-        far_at_recall(rows_of(["PASS", "open", "PASS"], [0.1, 0.5, 0.7]), 100.0), contract
-    )
+    document = far_result_json(far_at_recall(rows_of(["PASS", "open", "PASS"], [0.1, 0.5, 0.7]), 100.0), contract)
     assert {key: document[key] for key in ("name", "value", "unit", "threshold", "constraints")} == {
         "name": "far_pct",
         "value": 50.0,
@@ -229,9 +225,7 @@ def test_read_scored_csv_reads_labels_and_scores(tmp_path: Path) -> None:
         ("label,siamese_score\nopen,0.1\nshort,0.2\n", ["no PASS rows in column label (2 defect rows)"]),
     ],
 )
-def test_bad_inference_csvs_are_refused_with_file_and_row(
-    tmp_path: Path, text: str, fragments: list[str]
-) -> None:
+def test_bad_inference_csvs_are_refused_with_file_and_row(tmp_path: Path, text: str, fragments: list[str]) -> None:
     path = write_csv(tmp_path / "inference.csv", text)
     with pytest.raises(MetricContractError) as excinfo:
         read_scored_csv(path)

@@ -56,9 +56,9 @@ def test_dot_dot_segments_trailing_slashes_and_spaces_are_normalised(ws):
     spelled = {**row, "input_path": "b1/x/../test/", "golden_path": " ./b1//golden "}
     left = in_root(ws, "l.csv", [row], ws.images)
     right = in_root(ws, "r.csv", [spelled], ws.images)
-    assert [
-        (leak.left_row, leak.right_row) for leak in find_leaks(left, right, lights=LIGHT, image_ext="jpg")
-    ] == [(1, 1)]
+    assert [(leak.left_row, leak.right_row) for leak in find_leaks(left, right, lights=LIGHT, image_ext="jpg")] == [
+        (1, 1)
+    ]
 
 
 def test_a_symlinked_image_root_resolves_to_the_same_files(ws, tmp_path):
@@ -101,9 +101,7 @@ def test_assert_no_leakage_names_both_sets_and_rows(ws):
     left = in_root(ws, "train.csv", [ws.sample("b2", "T00"), shared], ws.images)
     right = in_root(ws, "val.csv", [shared], ws.images)
     with pytest.raises(LeakageError) as excinfo:
-        assert_no_leakage(
-            left, right, lights=LIGHT, image_ext=".jpg", left_name="training", right_name="validation"
-        )
+        assert_no_leakage(left, right, lights=LIGHT, image_ext=".jpg", left_name="training", right_name="validation")
     assert isinstance(excinfo.value, DatasetError)
     (problem,) = excinfo.value.problems
     assert problem.where == f"{left.csv.path}: row 2"
@@ -116,9 +114,7 @@ def test_assert_no_leakage_names_both_sets_and_rows(ws):
 def test_assert_no_leakage_passes_for_disjoint_sets(ws):
     left = in_root(ws, "train.csv", [ws.sample("b1", "T00")], ws.images)
     right = in_root(ws, "val.csv", [ws.sample("b2", "T00")], ws.images)
-    assert_no_leakage(
-        left, right, lights=LIGHT, image_ext=".jpg", left_name="training", right_name="validation"
-    )
+    assert_no_leakage(left, right, lights=LIGHT, image_ext=".jpg", left_name="training", right_name="validation")
 
 
 def test_many_leaks_are_listed_up_to_the_cap_and_counted(ws):
@@ -126,9 +122,7 @@ def test_many_leaks_are_listed_up_to_the_cap_and_counted(ws):
     left = in_root(ws, "train.csv", rows, ws.images)
     right = in_root(ws, "val.csv", rows, ws.images)
     with pytest.raises(LeakageError) as excinfo:
-        assert_no_leakage(
-            left, right, lights=LIGHT, image_ext=".jpg", left_name="training", right_name="validation"
-        )
+        assert_no_leakage(left, right, lights=LIGHT, image_ext=".jpg", left_name="training", right_name="validation")
     problems = excinfo.value.problems
     assert len(problems) == 21
     assert problems[-1].what == "5 more samples shared with validation not listed (25 in all)"
@@ -140,10 +134,7 @@ keys = st.lists(st.one_of(st.none(), st.tuples(st.sampled_from("abcd"), st.sampl
 @given(keys, keys)
 def test_leaks_between_equals_the_brute_force_pairing(left, right):
     expected = [
-        (i, j)
-        for i, a in enumerate(left, start=1)
-        for j, b in enumerate(right, start=1)
-        if a is not None and a == b
+        (i, j) for i, a in enumerate(left, start=1) for j, b in enumerate(right, start=1) if a is not None and a == b
     ]
     assert [(leak.left_row, leak.right_row) for leak in leaks_between(left, right)] == expected
 

@@ -103,17 +103,13 @@ def test_a_live_child_process_holding_the_lock_refuses_us_until_it_is_killed(tmp
 
 def test_a_lock_of_a_dead_process_on_this_host_is_reclaimed(tmp_path: Path) -> None:
     dead = _dead_pid()
-    _write_lock(
-        tmp_path, pid=dead, hostname=socket.gethostname(), started_at="2026-01-01T00:00:00+00:00", owner=""
-    )
+    _write_lock(tmp_path, pid=dead, hostname=socket.gethostname(), started_at="2026-01-01T00:00:00+00:00", owner="")
     with WorkspaceLock(tmp_path) as lock:
         assert lock.reclaimed == LockInfo(dead, socket.gethostname(), "2026-01-01T00:00:00+00:00", "")
         assert read_lock(tmp_path).pid == os.getpid()
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"{not json", b"[1, 2]", b'{"pid": "12", "hostname": "h"}', b"\xff\xfe"]
-)
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b'{"pid": "12", "hostname": "h"}', b"\xff\xfe"])
 def test_an_empty_or_unreadable_lock_file_is_reclaimed(tmp_path: Path, content: bytes) -> None:
     (tmp_path / LOCK).write_bytes(content)
     assert read_lock(tmp_path) is None
@@ -144,9 +140,7 @@ def test_a_reused_pid_does_not_keep_a_dead_runs_lock_alive(tmp_path: Path) -> No
     # Our own pid is alive, but this process started long after a lock dated a year ago: a restarted
     # container that got the dead run's pid back.
     long_ago = (datetime.now(UTC) - timedelta(days=365)).isoformat(timespec="seconds")
-    _write_lock(
-        tmp_path, pid=os.getpid(), hostname=socket.gethostname(), started_at=long_ago, owner="old run"
-    )
+    _write_lock(tmp_path, pid=os.getpid(), hostname=socket.gethostname(), started_at=long_ago, owner="old run")
     with WorkspaceLock(tmp_path) as lock:
         assert lock.reclaimed is not None
         assert lock.reclaimed.owner == "old run"
@@ -155,9 +149,7 @@ def test_a_reused_pid_does_not_keep_a_dead_runs_lock_alive(tmp_path: Path) -> No
 def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path: Path) -> None:
     lock = WorkspaceLock(tmp_path)
     lock.acquire()
-    foreign = _write_lock(
-        tmp_path, pid=1, hostname="other", started_at="2026-01-01T00:00:00+00:00", owner="them"
-    )
+    foreign = _write_lock(tmp_path, pid=1, hostname="other", started_at="2026-01-01T00:00:00+00:00", owner="them")
     lock.release()
     assert foreign.exists()
     assert read_lock(tmp_path).owner == "them"

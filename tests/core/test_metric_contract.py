@@ -30,9 +30,7 @@ from aoi_pipeline.core.metric_contract import (
 from aoi_pipeline.errors import MetricContractError
 
 
-def far_contract(
-    op: str = "<", target: float = 5.0, recall: float = 100.0, display: str = "FAR"
-) -> MetricContract:
+def far_contract(op: str = "<", target: float = 5.0, recall: float = 100.0, display: str = "FAR") -> MetricContract:
     return MetricContract(
         name="far_pct",
         display_name=display,
@@ -202,9 +200,7 @@ def test_to_dict_and_from_dict_round_trip_with_aliases() -> None:
         "constraints": [{**document["constraints"][0], "operator": "gte"}],
     }
     assert MetricContract.from_dict(aliased) == contract
-    artifact = Evaluator(
-        "artifact", producer="line-sim", path_template="/ws/metrics/{iter_label}/result.json"
-    )
+    artifact = Evaluator("artifact", producer="line-sim", path_template="/ws/metrics/{iter_label}/result.json")
     custom = parse_target("Escape cost < 3 cost/board", evaluator=artifact)
     assert MetricContract.from_dict(custom.to_dict()) == custom
 
@@ -219,9 +215,7 @@ def test_from_dict_reports_every_problem_at_once() -> None:
                 "target": float("nan"),
                 "unit": "%",
                 "evaluator": {"type": "command", "path": "relative/eval.sh"},
-                "constraints": [
-                    {"name": "recall_pct", "display_name": "Recall", "operator": ">=", "target": "x"}
-                ],
+                "constraints": [{"name": "recall_pct", "display_name": "Recall", "operator": ">=", "target": "x"}],
             },
             where="deft_state.json: metric_contract",
         )
@@ -232,9 +226,7 @@ def test_from_dict_reports_every_problem_at_once() -> None:
         "deft_state.json: metric_contract.constraints[0].target: expected a finite number, got 'x'",
     ]:
         assert fragment in message
-    assert (
-        len(excinfo.value.problems) == 3
-    )  # structural problems first; names are checked once these are fixed
+    assert len(excinfo.value.problems) == 3  # structural problems first; names are checked once these are fixed
 
 
 def test_contract_construction_validates_names_evaluators_and_constraints() -> None:
@@ -448,18 +440,13 @@ def candidate(label: str, value: float, failed: tuple[str, ...] = (), name: str 
 
 def test_pick_best_prefers_lower_values_for_upper_bounds_and_earlier_on_ties() -> None:
     contract = far_contract("<", 5.0)
-    picked = pick_best(
-        contract, [candidate("baseline", 9.0), candidate("iter1", 4.0), candidate("iter2", 4.0)]
-    )
+    picked = pick_best(contract, [candidate("baseline", 9.0), candidate("iter1", 4.0), candidate("iter2", 4.0)])
     assert picked is not None and picked.label == "iter1"
 
 
 def test_pick_best_prefers_higher_values_for_lower_bounds() -> None:
     contract = parse_target("Quality score >= 0.9", evaluator=COMMAND)
-    cands = [
-        candidate(label, value, name="quality_score")
-        for label, value in [("a", 0.8), ("b", 0.95), ("c", 0.9)]
-    ]
+    cands = [candidate(label, value, name="quality_score") for label, value in [("a", 0.8), ("b", 0.95), ("c", 0.9)]]
     picked = pick_best(contract, cands)
     assert picked is not None and picked.label == "b"
 
@@ -478,9 +465,7 @@ def test_pick_best_puts_constraint_failures_last_even_with_a_better_value() -> N
 
 def test_pick_best_falls_back_to_the_best_value_when_every_candidate_fails_a_constraint() -> None:
     contract = far_contract("<", 5.0)
-    picked = pick_best(
-        contract, [candidate("baseline", 3.0, ("recall_pct",)), candidate("iter1", 2.0, ("x",))]
-    )
+    picked = pick_best(contract, [candidate("baseline", 3.0, ("recall_pct",)), candidate("iter1", 2.0, ("x",))])
     assert picked is not None and picked.label == "iter1" and picked.result.passed is False
     assert pick_best(contract, []) is None
 

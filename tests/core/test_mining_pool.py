@@ -66,9 +66,7 @@ def test_a_row_matching_no_file_is_missing_with_the_candidates_tried(ws):
         resolve_mining_pool(path, images_root=ws.images)
     (problem,) = excinfo.value.problems
     assert problem.where == f"{path}: row 2, column input_path"
-    assert problem.what.startswith(
-        "input_path 'b1/test' with object_name 'T09' matches no existing file (tried "
-    )
+    assert problem.what.startswith("input_path 'b1/test' with object_name 'T09' matches no existing file (tried ")
     assert str(ws.images / "b1/test/T09_SolderLight.jpg") in problem.what
     assert "check light and image_ext" in problem.fix
 
@@ -99,9 +97,7 @@ def test_two_spellings_of_one_file_are_not_ambiguous(ws, tmp_path):
         [{"input_path": "b1/test", "label": "PASS", "object_name": "T00"}],
         ("input_path", "label", "object_name"),
     )
-    assert (
-        resolve_mining_pool(path, images_root=ws.images).rows[0]["filepath"] == "b1/test/T00_SolderLight.jpg"
-    )
+    assert resolve_mining_pool(path, images_root=ws.images).rows[0]["filepath"] == "b1/test/T00_SolderLight.jpg"
     alias = tmp_path / "alias"
     alias.symlink_to(ws.images, target_is_directory=True)
     (ws.root / "augmentation").mkdir()
@@ -145,9 +141,7 @@ def test_a_pool_without_path_or_label_columns_is_a_dataset_error(ws):
     no_path = ws.csv(POOL, [{"label": "PASS", "object_name": "T00"}], ("label", "object_name"))
     with pytest.raises(DatasetError) as excinfo:
         resolve_mining_pool(no_path, images_root=ws.images)
-    assert excinfo.value.problems[0].what.startswith(
-        "has none of the path columns filepath, input_path, image_path"
-    )
+    assert excinfo.value.problems[0].what.startswith("has none of the path columns filepath, input_path, image_path")
     no_label = ws.csv("pool2.csv", [{"filepath": "a.jpg"}], ("filepath",))
     with pytest.raises(DatasetError) as excinfo:
         resolve_mining_pool(no_label, images_root=ws.images)
@@ -158,9 +152,7 @@ def test_a_bom_is_tolerated_in_the_pool(ws):
     ws.sample("b1", "T00")
     path = ws.root / "bom_pool.csv"
     path.write_bytes(b"\xef\xbb\xbffilepath,label\nb1/test/T00_SolderLight.jpg,PASS\n")
-    assert (
-        resolve_mining_pool(path, images_root=ws.images).rows[0]["filepath"] == "b1/test/T00_SolderLight.jpg"
-    )
+    assert resolve_mining_pool(path, images_root=ws.images).rows[0]["filepath"] == "b1/test/T00_SolderLight.jpg"
 
 
 def test_many_unresolved_rows_are_listed_up_to_the_cap_and_counted(ws):
@@ -170,9 +162,7 @@ def test_many_unresolved_rows_are_listed_up_to_the_cap_and_counted(ws):
         resolve_mining_pool(path, images_root=ws.images)
     problems = excinfo.value.problems
     assert len(problems) == MAX_LISTED_PER_KIND + 1
-    assert (
-        problems[-1].what == f"7 more rows with a missing file not listed ({MAX_LISTED_PER_KIND + 7} in all)"
-    )
+    assert problems[-1].what == f"7 more rows with a missing file not listed ({MAX_LISTED_PER_KIND + 7} in all)"
 
 
 def test_the_written_resolved_pool_reads_back_with_its_added_columns(ws, tmp_path):

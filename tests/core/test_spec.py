@@ -360,9 +360,7 @@ def test_deep_merge_merges_blocks_replaces_leaves_and_accepts_dotted_keys() -> N
 def test_deep_merge_expands_dotted_keys_inside_new_blocks() -> None:
     merged = deep_merge({"task": "classify"}, {"train": {"optim.lr": 1e-4}, "model": 3})
     assert merged == {"task": "classify", "train": {"optim": {"lr": 1e-4}}, "model": 3}
-    assert deep_merge({"model": 3}, {"model": {"backbone": {"type": "x"}}}) == {
-        "model": {"backbone": {"type": "x"}}
-    }
+    assert deep_merge({"model": 3}, {"model": {"backbone": {"type": "x"}}}) == {"model": {"backbone": {"type": "x"}}}
 
 
 def test_unknown_keys_lists_the_outermost_unknown_key_of_each_branch() -> None:
@@ -546,16 +544,12 @@ def test_contrastive_loss_is_fine_with_the_euclidean_module() -> None:
 
 def test_a_step_checkpoint_interval_is_not_compared_with_epochs() -> None:
     validate_spec(
-        apply_overrides(
-            baseline_spec(), ["train.checkpoint_interval_unit=step", "train.checkpoint_interval=200"]
-        )
+        apply_overrides(baseline_spec(), ["train.checkpoint_interval_unit=step", "train.checkpoint_interval=200"])
     )
 
 
 def test_batch_size_one_is_fine_for_inference() -> None:
-    spec = apply_overrides(
-        baseline_spec(), ["dataset.classify.batch_size=1", "inference.checkpoint=/r/m.pth"]
-    )
+    spec = apply_overrides(baseline_spec(), ["dataset.classify.batch_size=1", "inference.checkpoint=/r/m.pth"])
     validate_spec(spec, action="inference")
 
 
@@ -613,16 +607,12 @@ def test_derived_spec_changes_only_paths_checkpoint_results_and_augmentation(act
 
 @settings(max_examples=30, deadline=None)
 @given(
-    checkpoint=st.text(st.characters(codec="ascii", exclude_characters="${}\x00"), min_size=1).filter(
-        str.strip
-    ),
+    checkpoint=st.text(st.characters(codec="ascii", exclude_characters="${}\x00"), min_size=1).filter(str.strip),
     csv_path=st.none() | st.text(max_size=20),
 )
 def test_derivation_never_touches_any_other_key(checkpoint: str, csv_path: str | None) -> None:
     train = baseline_spec()
-    derived = derive_eval_spec(
-        train, action="inference", checkpoint=checkpoint, results_dir="/r", csv_path=csv_path
-    )
+    derived = derive_eval_spec(train, action="inference", checkpoint=checkpoint, results_dir="/r", csv_path=csv_path)
     allowed = {
         "inference.checkpoint",
         "inference.results_dir",
@@ -630,9 +620,7 @@ def test_derivation_never_touches_any_other_key(checkpoint: str, csv_path: str |
         "dataset.classify.augmentation_config.augment",
     }
     old, new = flatten(train), flatten(derived)
-    assert {k: v for k, v in old.items() if k not in allowed} == {
-        k: v for k, v in new.items() if k not in allowed
-    }
+    assert {k: v for k, v in old.items() if k not in allowed} == {k: v for k, v in new.items() if k not in allowed}
 
 
 def test_derivation_adds_the_loss_stub_when_the_training_spec_lacks_it() -> None:

@@ -35,9 +35,7 @@ FAR_CONTRACT = {
     "target": 5.0,
     "unit": "%",
     "evaluator": {"type": "builtin", "id": "far_at_recall", "parameters": {"recall_target_pct": 100.0}},
-    "constraints": [
-        {"name": "recall_pct", "display_name": "Recall", "operator": ">=", "target": 100.0, "unit": "%"}
-    ],
+    "constraints": [{"name": "recall_pct", "display_name": "Recall", "operator": ">=", "target": 100.0, "unit": "%"}],
 }
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
 
@@ -94,9 +92,7 @@ class Run:
             "val_loss": 0.12,
         }
 
-    def evaluate_fields(
-        self, label: str, far: float, *, recall: float = 100.0, **extra: Any
-    ) -> dict[str, Any]:
+    def evaluate_fields(self, label: str, far: float, *, recall: float = 100.0, **extra: Any) -> dict[str, Any]:
         result = {
             "name": "far_pct",
             "value": far,
@@ -108,9 +104,7 @@ class Run:
         return {
             "metric_result": self.file(f"{label}/inference/best_val/metric_result.json", json.dumps(result)),
             "best_ckpt_path": str(self.rd / label / "train" / "model_epoch_010_step_00100.pth"),
-            "inference_csv": self.file(
-                f"{label}/inference/best_val/inference.csv", "input_path,siamese_score\n"
-            ),
+            "inference_csv": self.file(f"{label}/inference/best_val/inference.csv", "input_path,siamese_score\n"),
         }
 
     def rca_fields(self, label: str) -> dict[str, Any]:
@@ -123,18 +117,14 @@ class Run:
     def routing_fields(self, label: str) -> dict[str, Any]:
         return {
             "routing_mining_parquet": self.file(f"{label}/routing_results/t/mining_gaps.parquet", b"PAR1"),
-            "routing_anomalygen_parquet": self.file(
-                f"{label}/routing_results/t/anomalygen_gaps.parquet", b"PAR1"
-            ),
+            "routing_anomalygen_parquet": self.file(f"{label}/routing_results/t/anomalygen_gaps.parquet", b"PAR1"),
         }
 
     def anomalygen_fields(self, label: str, allocation: Any = None) -> dict[str, Any]:
         allocation = {"PCB+missing": 7, "PCB+bridge": 13} if allocation is None else allocation
         return {
             "anomalygen_sdg_csv": self.file(f"{label}/anomalygen/sdg/SDG_result.csv", "image\n"),
-            "anomalygen_allocation_json": self.file(
-                f"{label}/anomalygen/sdg/allocation.json", json.dumps(allocation)
-            ),
+            "anomalygen_allocation_json": self.file(f"{label}/anomalygen/sdg/allocation.json", json.dumps(allocation)),
         }
 
     def mining_fields(self, label: str) -> dict[str, Any]:
@@ -162,9 +152,7 @@ class Run:
         return {
             "combined_training_csv": self.file(f"{label}/dataset/train_combined_{label}.csv", "input_path\n"),
             "provenance_csv": self.file(f"{label}/dataset/train_combined_{label}_provenance.csv", "source\n"),
-            "merge_validation_report": self.file(
-                f"{label}/dataset/merge_validation.json", json.dumps(report)
-            ),
+            "merge_validation_report": self.file(f"{label}/dataset/merge_validation.json", json.dumps(report)),
         }
 
     def stop_fields(self, reason: str) -> dict[str, Any]:
@@ -299,9 +287,7 @@ def test_an_empty_state_file_is_reported_as_empty(tmp_path: Path) -> None:
         (lambda s: s["iterations"].update(iter01={}), "iterations.iter01"),
     ],
 )
-def test_an_invalid_document_is_refused_with_what_is_wrong(
-    tmp_path: Path, corrupt: Callable, expected: str
-) -> None:
+def test_an_invalid_document_is_refused_with_what_is_wrong(tmp_path: Path, corrupt: Callable, expected: str) -> None:
     run = Run(tmp_path)
     run.baseline()
     state = json.loads(run.path.read_text())
@@ -520,9 +506,7 @@ def test_an_invalid_label_is_refused(tmp_path: Path, label: str) -> None:
 def test_an_unknown_stage_or_status_is_refused(tmp_path: Path) -> None:
     run = Run(tmp_path)
     assert "'inference' is unknown" in str(_refused(run, "baseline", "inference"))
-    assert "'done' is unknown" in str(
-        _refused(run, "baseline", "train", run.train_fields("baseline"), status="done")
-    )
+    assert "'done' is unknown" in str(_refused(run, "baseline", "train", run.train_fields("baseline"), status="done"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -532,9 +516,7 @@ def test_an_unknown_stage_or_status_is_refused(tmp_path: Path) -> None:
 def test_an_error_commit_fails_the_run_and_next_stage_halts(tmp_path: Path) -> None:
     run = Run(tmp_path)
     run.baseline()
-    run.commit(
-        "iter1", "routing", {"dropped_labels": ["short"]}, status="error", summary="both subsets empty"
-    )
+    run.commit("iter1", "routing", {"dropped_labels": ["short"]}, status="error", summary="both subsets empty")
     state = read_state(run.rd)
     assert state["status"] == "failed"
     assert state["completed_at"] == state["events"][-1]["ts"]
@@ -623,9 +605,7 @@ def test_a_train_checkpoint_outside_the_iterations_train_dir_is_refused(tmp_path
 def test_train_field_types_and_unknown_or_missing_fields(tmp_path: Path) -> None:
     run = Run(tmp_path)
     fields = run.train_fields("baseline")
-    assert "'newest' is not allowed" in str(
-        _refused(run, "baseline", "train", {**fields, "best_ckpt_kind": "newest"})
-    )
+    assert "'newest' is not allowed" in str(_refused(run, "baseline", "train", {**fields, "best_ckpt_kind": "newest"}))
     assert "not a finite number" in str(_refused(run, "baseline", "train", {**fields, "val_loss": math.nan}))
     err = _refused(run, "baseline", "train", {**fields, "best_ckpt": fields["best_ckpt_path"]})
     assert "best_ckpt: unknown field for stage train" in str(err)
@@ -691,9 +671,7 @@ def test_far_at_recall_without_any_threshold_is_refused(tmp_path: Path) -> None:
     "change",
     [{"name": "accuracy"}, {"unit": "fraction"}, {"value": "low"}, {"value": None}],
 )
-def test_an_evaluator_result_that_does_not_match_the_contract_is_refused(
-    tmp_path: Path, change: dict
-) -> None:
+def test_an_evaluator_result_that_does_not_match_the_contract_is_refused(tmp_path: Path, change: dict) -> None:
     run = Run(tmp_path)
     run.commit("baseline", "train", run.train_fields("baseline"))
     fields = run.evaluate_fields("baseline", 1.0)
@@ -716,9 +694,7 @@ def test_rca_fields_are_recorded_and_checked(tmp_path: Path) -> None:
     run = Run(tmp_path)
     run.baseline(rca=False)
     fields = run.rca_fields("baseline")
-    assert "not a list of labels" in str(
-        _refused(run, "baseline", "rca", {**fields, "rca_target_defects": "short"})
-    )
+    assert "not a list of labels" in str(_refused(run, "baseline", "rca", {**fields, "rca_target_defects": "short"}))
     run.commit("baseline", "rca", fields)
     assert run.state["iterations"]["baseline"]["rca_target_defects"] == ["missing", "short"]
 
@@ -825,9 +801,7 @@ def test_loop_stop_artifacts_must_be_inside_the_run(tmp_path: Path) -> None:
     outside.write_text("{}")
     fields = {**run.stop_fields("metric_met"), "best_model_json": str(outside)}
     assert "is outside" in str(_refused(run, "baseline", "loop_stop", fields))
-    assert "'budget' is not allowed" in str(
-        _refused(run, "baseline", "loop_stop", {**fields, "stop_reason": "budget"})
-    )
+    assert "'budget' is not allowed" in str(_refused(run, "baseline", "loop_stop", {**fields, "stop_reason": "budget"}))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -859,9 +833,7 @@ def test_preseed_records_phase1_winner_as_an_ordinary_baseline_train_commit(tmp_
     assert event["duration_sec"] >= 1
     assert next_stage(read_state(run.rd)) == NextStage("baseline", "evaluate")
     with pytest.raises(StateError, match="expects baseline/evaluate"):
-        preseed_baseline(
-            run.rd, best_ckpt_path=checkpoint, train_metric=None, training_spec=spec, summary="again"
-        )
+        preseed_baseline(run.rd, best_ckpt_path=checkpoint, train_metric=None, training_spec=spec, summary="again")
 
 
 def test_preseed_needs_the_checkpoint_copied_into_the_baseline_train_dir(tmp_path: Path) -> None:
@@ -924,9 +896,7 @@ def test_a_failed_phase3_leaves_the_loops_result_standing_and_may_be_retried(tmp
 # Crash safety and concurrency
 
 
-def test_a_crash_between_temp_write_and_replace_keeps_the_old_valid_state(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_a_crash_between_temp_write_and_replace_keeps_the_old_valid_state(tmp_path: Path, monkeypatch) -> None:
     run = Run(tmp_path)
     run.baseline()
     before = run.path.read_bytes()

@@ -55,11 +55,7 @@ def test_infrastructure_failures(exit_code, log_tail, reason_part):
 
 
 def test_infrastructure_evidence_wins_over_the_traceback_and_failure_line_tao_writes_for_it():
-    log = (
-        "Traceback (most recent call last):\n"
-        "OSError: [Errno 28] No space left on device\n"
-        "Execution status: FAIL"
-    )
+    log = "Traceback (most recent call last):\nOSError: [Errno 28] No space left on device\nExecution status: FAIL"
 
     failure = classify(1, log, [FAILURE_LINE])
 
@@ -80,8 +76,7 @@ def test_infrastructure_evidence_wins_over_the_traceback_and_failure_line_tao_wr
         (1, "FileNotFoundError: [Errno 2] No such file or directory: '/data/x.csv'", [], None, "dataset"),
         (
             1,
-            "lightning.fabric.utilities.exceptions.MisconfigurationException: "
-            "current_epoch=10, but max_epochs=5",
+            "lightning.fabric.utilities.exceptions.MisconfigurationException: current_epoch=10, but max_epochs=5",
             [],
             None,
             "fresh results dir",

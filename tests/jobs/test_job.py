@@ -58,9 +58,7 @@ def test_record_is_json_and_holds_env_names_but_never_their_values(tmp_path, mon
 
     assert "nvapi-supersecretvalue" not in dumped
     assert record["env_names"] == ["NGC_API_KEY"]
-    assert record["mounts"] == [
-        {"host": str(tmp_path / "ws"), "container": "/data/workspace", "read_only": True}
-    ]
+    assert record["mounts"] == [{"host": str(tmp_path / "ws"), "container": "/data/workspace", "read_only": True}]
     assert record["results_dir"] == str(tmp_path / "trial-003" / "train")
     assert record["spec"] == {
         "train": {"num_epochs": 2},

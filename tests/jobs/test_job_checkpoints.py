@@ -30,9 +30,7 @@ def periodic(train_dir: Path, epoch: int, step: int) -> Path:
 
 def write_history(train_dir: Path, val: dict[int, dict[str, float]]) -> None:
     lines = [{"status": "STARTED"}]
-    lines += [
-        {"status": "RUNNING", "epoch": epoch, "max_epoch": 5, "kpi": kpis} for epoch, kpis in val.items()
-    ]
+    lines += [{"status": "RUNNING", "epoch": epoch, "max_epoch": 5, "kpi": kpis} for epoch, kpis in val.items()]
     lines.append({"status": "SUCCESS"})
     (train_dir / "status.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
@@ -89,9 +87,7 @@ def test_a_dangling_latest_link_is_not_a_checkpoint(tmp_path):
 def test_latest_is_the_highest_periodic_checkpoint(train_dir):
     periodic(train_dir, 5, 59)
 
-    assert latest_checkpoint(train_dir) == Checkpoint(
-        train_dir / "model_epoch_005_step_00060.pth", 5, 60, "periodic"
-    )
+    assert latest_checkpoint(train_dir) == Checkpoint(train_dir / "model_epoch_005_step_00060.pth", 5, 60, "periodic")
 
 
 def test_latest_falls_back_to_the_latest_file_then_none(tmp_path):

@@ -100,9 +100,7 @@ def launcher(fake_runtime: Path) -> LocalLauncher:
 
 def make_launcher(fake_runtime: Path, **options) -> LocalLauncher:
     options.setdefault("gpu_slots", GpuSlots([]))
-    return LocalLauncher(
-        command_resolver=lambda job: [sys.executable, str(fake_runtime), job.action], **options
-    )
+    return LocalLauncher(command_resolver=lambda job: [sys.executable, str(fake_runtime), job.action], **options)
 
 
 def make_job(tmp_path: Path, mode: str, **changes) -> TaoJob:
@@ -242,15 +240,11 @@ def test_resume_judges_only_what_this_run_wrote(tmp_path, launcher):
     first = launcher.run(make_job(tmp_path, "crash", results_dir=tmp_path / "train"), log=Lines())
     assert first.status == "failed"
 
-    resumed = launcher.run(
-        make_job(tmp_path, "train", results_dir=tmp_path / "train"), log=Lines(), resume=True
-    )
+    resumed = launcher.run(make_job(tmp_path, "train", results_dir=tmp_path / "train"), log=Lines(), resume=True)
     assert resumed.ok, resumed.failure
 
     # A checkpoint from an earlier run does not count as this run's output.
-    again = launcher.run(
-        make_job(tmp_path, "zero_step", results_dir=tmp_path / "train"), log=Lines(), resume=True
-    )
+    again = launcher.run(make_job(tmp_path, "zero_step", results_dir=tmp_path / "train"), log=Lines(), resume=True)
     assert again.failure is not None
     assert "no new checkpoint" in again.failure.reason
     assert "--- resumed at" in (tmp_path / "train" / "job.log").read_text()
@@ -437,9 +431,7 @@ def test_jobs_running_at_once_hold_distinct_gpus(tmp_path, fake_runtime):
     results = {}
 
     def run(name: str) -> None:
-        job = make_job(
-            tmp_path, "train", name=f"trial-{name}", gpus=1, spec=spec, results_dir=tmp_path / name
-        )
+        job = make_job(tmp_path, "train", name=f"trial-{name}", gpus=1, spec=spec, results_dir=tmp_path / name)
         results[name] = launcher.run(job, log=logs[name])
 
     threads = [threading.Thread(target=run, args=(name,)) for name in logs]
@@ -449,7 +441,5 @@ def test_jobs_running_at_once_hold_distinct_gpus(tmp_path, fake_runtime):
         thread.join()
 
     assert all(result.ok for result in results.values())
-    seen = {
-        next(line for line in log.lines if line.startswith("CUDA_VISIBLE_DEVICES")) for log in logs.values()
-    }
+    seen = {next(line for line in log.lines if line.startswith("CUDA_VISIBLE_DEVICES")) for log in logs.values()}
     assert seen == {"CUDA_VISIBLE_DEVICES=[0]", "CUDA_VISIBLE_DEVICES=[1]"}

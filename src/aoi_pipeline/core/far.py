@@ -71,9 +71,7 @@ class FarResult:
         return 2 * precision * recall / (precision + recall)
 
 
-def read_scored_csv(
-    path: Path, *, label_column: str = "label", score_column: str = "siamese_score"
-) -> ScoredRows:
+def read_scored_csv(path: Path, *, label_column: str = "label", score_column: str = "siamese_score") -> ScoredRows:
     """Read labels and scores; MetricContractError naming the file and row of every bad value.
 
     Rejected: a missing file or column, an empty, non-numeric, NaN or infinite score, an empty label, zero
@@ -129,9 +127,7 @@ def _read_row(
     problems = []
     label = row.get(label_column)
     if label is None or not label.strip():
-        problems.append(
-            Problem(f"{where}: row {row_number}, column {label_column}", "the label is empty", _LABEL_FIX)
-        )
+        problems.append(Problem(f"{where}: row {row_number}, column {label_column}", "the label is empty", _LABEL_FIX))
     raw = row.get(score_column)
     score = math.nan
     location = f"{where}: row {row_number}, column {score_column}"

@@ -68,9 +68,7 @@ class FileKeys:
             return None
         object_name = cells[2]
         return tuple(
-            self.file(directory, f"{object_name}_{light}{image_ext}")
-            for directory in cells[:2]
-            for light in lights
+            self.file(directory, f"{object_name}_{light}{image_ext}") for directory in cells[:2] for light in lights
         )
 
 

@@ -182,9 +182,7 @@ def _process_start_time(pid: int) -> datetime | None:
     """Start time of a process from Linux /proc; None where /proc is not available."""
     try:
         stat_text = Path(f"/proc/{pid}/stat").read_text()
-        boot_line = next(
-            line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
-        )
+        boot_line = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
     except (OSError, StopIteration):
         return None
     # The command name (field 2) may hold spaces and parentheses; the fields after the last ")" are fixed.

@@ -159,18 +159,14 @@ class MetricContract:
 def _operator(raw: Any, where: str, problems: list[Problem]) -> str:
     op = OPERATOR_ALIASES.get(raw.strip().lower()) if isinstance(raw, str) else None
     if op is None:
-        problems.append(
-            Problem(where, f"unknown operator {raw!r}", "use one of <, <=, >, >= (or lt, le, gt, ge)")
-        )
+        problems.append(Problem(where, f"unknown operator {raw!r}", "use one of <, <=, >, >= (or lt, le, gt, ge)"))
         return "<"
     return op
 
 
 def _finite(raw: Any, where: str, problems: list[Problem]) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        problems.append(
-            Problem(where, f"expected a finite number, got {raw!r}", "write a number such as 5.0")
-        )
+        problems.append(Problem(where, f"expected a finite number, got {raw!r}", "write a number such as 5.0"))
         return 0.0
     return float(raw)
 
@@ -189,15 +185,11 @@ def _evaluator_from(raw: Any, where: str, problems: list[Problem]) -> Evaluator:
         return far_evaluator()
     args = raw.get("args") or ()
     if not isinstance(args, list | tuple) or not all(isinstance(arg, str) for arg in args):
-        problems.append(
-            Problem(f"{where}.args", f"args must be a list of strings, got {args!r}", "quote each")
-        )
+        problems.append(Problem(f"{where}.args", f"args must be a list of strings, got {args!r}", "quote each"))
         args = ()
     parameters = raw.get("parameters") or {}
     if not isinstance(parameters, Mapping):
-        problems.append(
-            Problem(f"{where}.parameters", f"expected a mapping, got {parameters!r}", "write {...}")
-        )
+        problems.append(Problem(f"{where}.parameters", f"expected a mapping, got {parameters!r}", "write {...}"))
         parameters = {}
     return Evaluator(
         type=raw["type"],
@@ -218,9 +210,7 @@ def _constraints_from(raw: Any, where: str, problems: list[Problem]) -> tuple[Co
     for index, item in enumerate(raw):
         at = f"{where}[{index}]"
         if not isinstance(item, Mapping):
-            problems.append(
-                Problem(at, f"expected a mapping, got {item!r}", "write {name, operator, target, ...}")
-            )
+            problems.append(Problem(at, f"expected a mapping, got {item!r}", "write {name, operator, target, ...}"))
             continue
         constraints.append(
             Constraint(
@@ -261,14 +251,10 @@ def _named_problems(item: MetricContract | Constraint, where: str) -> list[Probl
     if not isinstance(item.display_name, str) or not item.display_name.strip():
         problems.append(Problem(f"{where}.display_name", "the display name is empty", "name it, e.g. FAR"))
     if item.operator not in OPERATORS:
-        problems.append(
-            Problem(f"{where}.operator", f"unknown operator {item.operator!r}", "use <, <=, > or >=")
-        )
+        problems.append(Problem(f"{where}.operator", f"unknown operator {item.operator!r}", "use <, <=, > or >="))
     target = item.target
     if isinstance(target, bool) or not isinstance(target, int | float) or not math.isfinite(target):
-        problems.append(
-            Problem(f"{where}.target", f"target {target!r} is not a finite number", "use a number")
-        )
+        problems.append(Problem(f"{where}.target", f"target {target!r} is not a finite number", "use a number"))
     if not isinstance(item.unit, str):
         problems.append(Problem(f"{where}.unit", f"unit {item.unit!r} is not text", "use e.g. '%' or ''"))
     return problems
@@ -299,11 +285,7 @@ def _evaluator_problems(contract: MetricContract, where: str) -> list[Problem]:
                 )
             ]
         return []
-    return [
-        Problem(
-            f"{where}.type", f"unknown evaluator type {evaluator.type!r}", "use builtin, command or artifact"
-        )
-    ]
+    return [Problem(f"{where}.type", f"unknown evaluator type {evaluator.type!r}", "use builtin, command or artifact")]
 
 
 def _builtin_problems(contract: MetricContract, where: str) -> list[Problem]:
@@ -315,8 +297,7 @@ def _builtin_problems(contract: MetricContract, where: str) -> list[Problem]:
         problems.append(
             Problem(
                 where,
-                f"{BUILTIN_FAR} measures {FAR_NAME} in %, but the contract is {contract.name!r} "
-                f"in {contract.unit!r}",
+                f"{BUILTIN_FAR} measures {FAR_NAME} in %, but the contract is {contract.name!r} in {contract.unit!r}",
                 "write the target as a FAR percentage, e.g. FAR < 5% at Recall=100%",
             )
         )
@@ -331,9 +312,7 @@ def _builtin_problems(contract: MetricContract, where: str) -> list[Problem]:
     recall = evaluator.parameters.get("recall_target_pct", 100.0)
     if isinstance(recall, bool) or not isinstance(recall, int | float) or not 0.0 < recall <= 100.0:
         problems.append(
-            Problem(
-                f"{where}.parameters.recall_target_pct", f"{recall!r} is outside (0, 100]", "use e.g. 100"
-            )
+            Problem(f"{where}.parameters.recall_target_pct", f"{recall!r} is outside (0, 100]", "use e.g. 100")
         )
     for index, constraint in enumerate(contract.constraints):
         if constraint.name != RECALL_NAME:
@@ -374,9 +353,7 @@ def parse_target(text: str, *, evaluator: Evaluator | None = None) -> MetricCont
         raise MetricContractError.at("target", f"empty KPI target {text!r}", _TARGET_FIX)
     head, _, context = _split_context(text)
     display, op, target, unit = _parse_primary(head, text)
-    constraints = tuple(
-        _parse_clause(clause, text) for clause in _CLAUSE_SPLIT.split(context) if clause.strip()
-    )
+    constraints = tuple(_parse_clause(clause, text) for clause in _CLAUSE_SPLIT.split(context) if clause.strip())
     name = _metric_name(display, unit)
     if name == "far" and not unit:
         raise MetricContractError.at(
@@ -419,9 +396,7 @@ def _parse_primary(head: str, text: str) -> tuple[str, str, float, str]:
         )
     value = _VALUE.fullmatch(head[match.end() :])
     if not display or value is None:
-        raise MetricContractError.at(
-            "target", f"cannot read {text!r} as <name> <op> <number><unit>", _TARGET_FIX
-        )
+        raise MetricContractError.at("target", f"cannot read {text!r} as <name> <op> <number><unit>", _TARGET_FIX)
     return display, OPERATOR_ALIASES[op_text.lower()], _number(value.group(1), text), value.group(2)
 
 
@@ -441,9 +416,7 @@ def _parse_clause(clause: str, text: str) -> Constraint:
     op_text = match.group("op").strip().lower()
     operator = ">=" if op_text == "=" else OPERATOR_ALIASES[op_text]
     display, unit = match.group("display").strip(), match.group("unit")
-    return Constraint(
-        _metric_name(display, unit), display, operator, _number(match.group("value"), text), unit
-    )
+    return Constraint(_metric_name(display, unit), display, operator, _number(match.group("value"), text), unit)
 
 
 def _far_contract(
@@ -464,9 +437,7 @@ def _far_contract(
     recall_pct = recall.target if recall is not None else 100.0
     if not constraints:
         constraints = (Constraint(RECALL_NAME, "Recall", ">=", recall_pct, "%"),)
-    return _build(
-        FAR_NAME, display, op, target, "%", evaluator or far_evaluator(recall_pct), constraints, text
-    )
+    return _build(FAR_NAME, display, op, target, "%", evaluator or far_evaluator(recall_pct), constraints, text)
 
 
 def _build(
@@ -482,9 +453,7 @@ def _build(
     try:
         return MetricContract(name, display, op, target, unit, evaluator, constraints)
     except MetricContractError as exc:
-        raise MetricContractError(
-            exc.problems, summary=f"target {text!r} is not a valid metric contract"
-        ) from None
+        raise MetricContractError(exc.problems, summary=f"target {text!r} is not a valid metric contract") from None
 
 
 def _format_number(value: float) -> str:
@@ -507,9 +476,7 @@ def render_target(contract: MetricContract) -> str:
     clauses = []
     for constraint in contract.constraints:
         operator = "=" if constraint.operator == ">=" else f" {constraint.operator} "
-        clauses.append(
-            f"{constraint.display_name}{operator}{_format_value(constraint.target, constraint.unit)}"
-        )
+        clauses.append(f"{constraint.display_name}{operator}{_format_value(constraint.target, constraint.unit)}")
     return f"{text} at {' and '.join(clauses)}" if clauses else text
 
 
@@ -560,9 +527,7 @@ def check_result(contract: MetricContract, raw: Mapping[str, Any], *, where: str
     `<name>:missing`; one that does not hold fails as `<name>`. The evaluator's own `passed` is ignored.
     """
     if not isinstance(raw, Mapping):
-        raise MetricContractError.at(
-            where, f"the result is a {type(raw).__name__}, not a mapping", _RESULT_FIX
-        )
+        raise MetricContractError.at(where, f"the result is a {type(raw).__name__}, not a mapping", _RESULT_FIX)
     problems: list[Problem] = []
     if raw.get("name") != contract.name:
         problems.append(
@@ -586,27 +551,20 @@ def check_result(contract: MetricContract, raw: Mapping[str, Any], *, where: str
         threshold = _finite(threshold, f"{where}: threshold", problems)
     constraints = raw.get("constraints")
     if not isinstance(constraints, Mapping):
-        problems.append(
-            Problem(f"{where}: constraints", f"expected a mapping, got {constraints!r}", _RESULT_FIX)
-        )
+        problems.append(Problem(f"{where}: constraints", f"expected a mapping, got {constraints!r}", _RESULT_FIX))
         constraints = {}
     checked = {
-        str(key): _finite(number, f"{where}: constraints.{key}", problems)
-        for key, number in constraints.items()
+        str(key): _finite(number, f"{where}: constraints.{key}", problems) for key, number in constraints.items()
     }
     diagnostics = raw.get("diagnostics") or {}
     if not isinstance(diagnostics, Mapping):
-        problems.append(
-            Problem(f"{where}: diagnostics", f"expected a mapping, got {diagnostics!r}", _RESULT_FIX)
-        )
+        problems.append(Problem(f"{where}: diagnostics", f"expected a mapping, got {diagnostics!r}", _RESULT_FIX))
         diagnostics = {}
     if problems:
         raise MetricContractError(problems, summary=f"{where}: invalid evaluator result")
     failed = tuple(_failed_constraints(contract, checked))
     passed = compare(value, contract.operator, contract.target) and not failed
-    return MetricResult(
-        contract.name, value, contract.unit, threshold, checked, dict(diagnostics), passed, failed
-    )
+    return MetricResult(contract.name, value, contract.unit, threshold, checked, dict(diagnostics), passed, failed)
 
 
 _RESULT_FIX = (
@@ -656,9 +614,7 @@ def evaluate_inference_csv(
     return result
 
 
-def _run_command(
-    evaluator: Evaluator, inference_csv: Path, timeout_s: float
-) -> tuple[Mapping[str, Any], str]:
+def _run_command(evaluator: Evaluator, inference_csv: Path, timeout_s: float) -> tuple[Mapping[str, Any], str]:
     csv_path = inference_csv.resolve()
     if not csv_path.is_file():
         raise MetricContractError.at(

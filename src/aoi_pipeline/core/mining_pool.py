@@ -69,8 +69,7 @@ def resolve_mining_pool(
     if not path_columns:
         raise DatasetError.at(
             str(csv_path),
-            f"has none of the path columns {', '.join(POOL_PATH_COLUMNS)} "
-            f"(header: {','.join(table.columns)!r})",
+            f"has none of the path columns {', '.join(POOL_PATH_COLUMNS)} (header: {','.join(table.columns)!r})",
             "add a filepath column (the image file) or input_path + object_name (its directory and stem)",
         )
     if not table.rows:
@@ -111,9 +110,7 @@ def pool_sample_keys(pool: ResolvedPool) -> tuple[SampleKey | None, ...]:
 
 
 class _Resolver:
-    def __init__(
-        self, csv_path: Path, images_root: Path, light: str, image_ext: str, files: FileIndex
-    ) -> None:
+    def __init__(self, csv_path: Path, images_root: Path, light: str, image_ext: str, files: FileIndex) -> None:
         self.csv_path = csv_path
         self.csv_dir = os.path.abspath(csv_path.parent)
         self.images_root = os.path.abspath(images_root)
@@ -138,16 +135,12 @@ class _Resolver:
             return None
         test = self._resolve_cell(number, column, row[column].strip(), object_name, log)
         golden_value = row.get("golden_path", "").strip()
-        golden = (
-            self._resolve_cell(number, "golden_path", golden_value, object_name, log) if golden_value else ""
-        )
+        golden = self._resolve_cell(number, "golden_path", golden_value, object_name, log) if golden_value else ""
         if test is None or golden is None:
             return None
         return {**row, "filepath": self._relative(test), "golden_filepath": golden and self._relative(golden)}
 
-    def _resolve_cell(
-        self, number: int, column: str, value: str, object_name: str, log: ProblemLog
-    ) -> str | None:
+    def _resolve_cell(self, number: int, column: str, value: str, object_name: str, log: ProblemLog) -> str | None:
         candidates = self._candidates(value, object_name)
         found = self._distinct_files(candidates)
         where = f"{self.csv_path}: row {number}, column {column}"

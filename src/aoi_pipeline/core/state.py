@@ -157,8 +157,7 @@ def read_state(results_dir: Path) -> dict[str, Any]:
         raise StateError.at(
             str(path),
             "no run state file here",
-            "point at the results directory of an existing run (results/run_<timestamp>/), "
-            "or start a new run",
+            "point at the results directory of an existing run (results/run_<timestamp>/), or start a new run",
         ) from None
     try:
         state = json.loads(data.decode("utf-8"))
@@ -196,9 +195,7 @@ def next_stage(state: Mapping[str, Any]) -> NextStage:
     if completed == "evaluate":
         passed = _passed(entry)
         # With a budget of 0 iterations the baseline is the final candidate (the reference needs >= 1).
-        budget_spent = current >= state["max_iterations"] and (
-            label != BASELINE or state["max_iterations"] == 0
-        )
+        budget_spent = current >= state["max_iterations"] and (label != BASELINE or state["max_iterations"] == 0)
         return NextStage(label, "finalize" if passed or budget_spent else "rca")
     if completed == "rca":
         return NextStage(f"iter{current + 1}", "routing")
@@ -315,9 +312,7 @@ def _init_problems(
         problems.append(Problem("config", "holds values JSON cannot store", "pass strings, numbers, lists"))
     if not isinstance(metric_contract, Mapping):
         problems.append(
-            Problem(
-                "metric_contract", f"must be a mapping, got {type(metric_contract).__name__}", _TARGET_FIX
-            )
+            Problem("metric_contract", f"must be a mapping, got {type(metric_contract).__name__}", _TARGET_FIX)
         )
     else:
         try:
@@ -342,9 +337,7 @@ def _already_initialised(path: Path) -> StateError:
 def _document_problems(path: Path, state: object) -> list[Problem]:
     where = str(path)
     if not isinstance(state, dict):
-        return [
-            Problem(where, f"the top level is a JSON {type(state).__name__}, not an object", _RESTORE_FIX)
-        ]
+        return [Problem(where, f"the top level is a JSON {type(state).__name__}, not an object", _RESTORE_FIX)]
     problems: list[Problem] = []
     for key, expected in _TOP_LEVEL_TYPES.items():
         if key not in state:
@@ -368,9 +361,7 @@ def _document_problems(path: Path, state: object) -> list[Problem]:
             )
         )
     if state["status"] not in RUN_STATUSES:
-        problems.append(
-            Problem(f"{where}: status", f"{state['status']!r} is not one of {RUN_STATUSES}", _RESTORE_FIX)
-        )
+        problems.append(Problem(f"{where}: status", f"{state['status']!r} is not one of {RUN_STATUSES}", _RESTORE_FIX))
     if state["max_iterations"] < 0 or state["current_iteration"] < 0:
         problems.append(
             Problem(
@@ -382,9 +373,7 @@ def _document_problems(path: Path, state: object) -> list[Problem]:
         )
     for label, entry in state["iterations"].items():
         if not ITER_LABEL_RE.fullmatch(label) or not isinstance(entry, dict):
-            problems.append(
-                Problem(f"{where}: iterations.{label}", "not a valid iteration entry", _RESTORE_FIX)
-            )
+            problems.append(Problem(f"{where}: iterations.{label}", "not a valid iteration entry", _RESTORE_FIX))
     problems.extend(_event_problems(where, state["events"]))
     return problems
 
@@ -618,9 +607,7 @@ def _file_problems(where: str, value: object) -> list[Problem]:
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
         return [Problem(where, f"'{value}' {what}", "commit only after the stage wrote the artifact")]
     if path.stat().st_size == 0:
-        return [
-            Problem(where, f"'{value}' is empty", "the stage did not finish writing it: re-run the stage")
-        ]
+        return [Problem(where, f"'{value}' is empty", "the stage did not finish writing it: re-run the stage")]
     return []
 
 
@@ -730,9 +717,7 @@ def _check_data_mining(
             continue
         inside = results_dir if name == "mining_history" else iteration_dir
         problems.extend(
-            _inside(
-                f"{where}: {name}", fields[name], inside, "mining artifacts belong to this run's iteration"
-            )
+            _inside(f"{where}: {name}", fields[name], inside, "mining artifacts belong to this run's iteration")
         )
     for name in _MINING_LOGS:
         if _is_placeholder(Path(fields[name])):
@@ -755,19 +740,13 @@ def _check_data_merge(
         return {}, problems
     counts = {"missing_file_count": report.get("missing_file_count")}
     counts["train_val_leakage_overlap_count"] = report.get("train_val_leakage_overlap_count")
-    counts.update(
-        {key: value for key, value in report.items() if "leakage" in key and key.endswith("_count")}
-    )
+    counts.update({key: value for key, value in report.items() if "leakage" in key and key.endswith("_count")})
     for key, value in counts.items():
         if not _is_int(value):
-            problems.append(
-                Problem(at, f"{key} is {value!r}, not a count", "write the report with the validator")
-            )
+            problems.append(Problem(at, f"{key} is {value!r}, not a count", "write the report with the validator"))
         elif value != 0:
             problems.append(
-                Problem(
-                    at, f"{key} is {value}", "the combined training CSV is invalid: fix it, re-run data_merge"
-                )
+                Problem(at, f"{key} is {value}", "the combined training CSV is invalid: fix it, re-run data_merge")
             )
     return {}, problems
 
@@ -777,9 +756,7 @@ def _check_loop_stop(
 ) -> tuple[dict[str, Any], list[Problem]]:
     problems: list[Problem] = []
     for name in ("best_model_json", "inference_spec"):
-        problems.extend(
-            _inside(f"{where}: {name}", fields[name], results_dir, "write the handoff into the run")
-        )
+        problems.extend(_inside(f"{where}: {name}", fields[name], results_dir, "write the handoff into the run"))
     iterations = state["iterations"]
     label = commit.iter_label
     if iterations.get(BASELINE, {}).get("status") != "complete":
@@ -799,9 +776,7 @@ def _check_loop_stop(
     if reason == "max_iterations":
         number = int(label[4:]) if label.startswith("iter") else 0
         if passed:
-            problems.append(
-                Problem(f"{where}: stop_reason", f"max_iterations, but {label} passed", "use metric_met")
-            )
+            problems.append(Problem(f"{where}: stop_reason", f"max_iterations, but {label} passed", "use metric_met"))
         elif number < state["max_iterations"]:
             problems.append(
                 Problem(
@@ -827,9 +802,7 @@ def _read_json_object(where: str, path: str) -> tuple[dict[str, Any], list[Probl
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return {}, [
-            Problem(where, f"'{path}' is not valid JSON ({error})", "re-run the stage that writes it")
-        ]
+        return {}, [Problem(where, f"'{path}' is not valid JSON ({error})", "re-run the stage that writes it")]
     if not isinstance(data, dict):
         return {}, [Problem(where, f"'{path}' holds a JSON {type(data).__name__}, not an object", "re-run")]
     return data, []
@@ -970,9 +943,7 @@ def _is_number(value: object) -> bool:
 
 def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Commit fields as JSON values: paths become their text, everything else stays as given."""
-    return {
-        name: os.fspath(value) if isinstance(value, os.PathLike) else value for name, value in fields.items()
-    }
+    return {name: os.fspath(value) if isinstance(value, os.PathLike) else value for name, value in fields.items()}
 
 
 def _is_json(value: object) -> bool:

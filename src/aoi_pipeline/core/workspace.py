@@ -195,9 +195,7 @@ class _WorkspaceCheck:
             )
         ]
 
-    def dataset(
-        self, name: str, mode: Mode, batch_size: int | None
-    ) -> tuple[DatasetCsv | None, list[Problem]]:
+    def dataset(self, name: str, mode: Mode, batch_size: int | None) -> tuple[DatasetCsv | None, list[Problem]]:
         try:
             dataset = read_dataset_csv(self.workspace.csv_path(name))
         except DatasetError as error:
@@ -213,9 +211,7 @@ class _WorkspaceCheck:
         )
         problems = log.problems()
         if name != TRAINING and dataset.rows:
-            metric_use = (
-                "FAR at the recall target is measured on it" if name == KPI else "AutoML scores FAR on it"
-            )
+            metric_use = "FAR at the recall target is measured on it" if name == KPI else "AutoML scores FAR on it"
             problems += check_both_classes(dataset, why=f"{metric_use}, undefined without both classes")
         return dataset, problems
 
@@ -284,11 +280,7 @@ class _WorkspaceCheck:
             )
         elif KPI in datasets:
             pool_labels = set(pool.label_counts())
-            absent = [
-                label
-                for label in datasets[KPI].label_counts()
-                if is_defect(label) and label not in pool_labels
-            ]
+            absent = [label for label in datasets[KPI].label_counts() if is_defect(label) and label not in pool_labels]
             if absent:
                 notes.append(
                     f"the mining pool has no rows of KPI defect type(s) {', '.join(absent)}: "

@@ -119,9 +119,7 @@ def _checkpoint(path: Path) -> Checkpoint | None:
         return Checkpoint(path, int(epoch[1]) if epoch else None, None, "best") if path.is_file() else None
     if name == LATEST and path.is_file():  # is_file() follows the link: a dangling one is False
         target = CHECKPOINT_RE.fullmatch(path.resolve().name) if path.is_symlink() else None
-        return Checkpoint(
-            path, int(target[1]) if target else None, int(target[2]) if target else None, "latest"
-        )
+        return Checkpoint(path, int(target[1]) if target else None, int(target[2]) if target else None, "latest")
     return None
 
 

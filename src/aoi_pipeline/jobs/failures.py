@@ -113,8 +113,7 @@ _INFRASTRUCTURE_RULES = (
     ),
     _rule(
         "infrastructure",
-        "the runtime's Python dependencies are missing "
-        "(for aoi-changenet: pip install 'aoi-pipeline[reference]')",
+        "the runtime's Python dependencies are missing (for aoi-changenet: pip install 'aoi-pipeline[reference]')",
         r"no module named '?(?:torch|torchvision|nvidia_tao_pytorch|nvidia_tao_core)\b",
     ),
     _rule(

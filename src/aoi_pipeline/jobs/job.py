@@ -89,8 +89,7 @@ class TaoJob:
     def from_record(cls, record: Mapping[str, Any]) -> TaoJob:
         """The job `to_record` described (what a `tao-job` deployment run receives as its parameter)."""
         mounts = tuple(
-            Mount(Path(m["host"]), m["container"], bool(m.get("read_only", False)))
-            for m in record.get("mounts", ())
+            Mount(Path(m["host"]), m["container"], bool(m.get("read_only", False))) for m in record.get("mounts", ())
         )
         return cls(
             name=record["name"],
@@ -202,9 +201,7 @@ def _job_problems(job: TaoJob) -> list[Problem]:
             )
         )
     if not isinstance(job.image, str) or not job.image.strip():
-        problems.append(
-            Problem(f"{where}.image", "the image is empty", "name the container image of the action")
-        )
+        problems.append(Problem(f"{where}.image", "the image is empty", "name the container image of the action"))
     if not isinstance(job.spec, Mapping):
         problems.append(
             Problem(f"{where}.spec", f"the spec is a {type(job.spec).__name__}", "pass the spec as a mapping")
@@ -239,9 +236,7 @@ def _env_name_problems(job: TaoJob, where: str) -> list[Problem]:
         if isinstance(name, str) and _ENV_NAME_RE.fullmatch(name):
             continue
         # Never echo the offending entry: a "NAME=value" mistake would put the secret into the message.
-        shown = (
-            name.split("=", 1)[0] + "=<value hidden>" if isinstance(name, str) and "=" in name else repr(name)
-        )
+        shown = name.split("=", 1)[0] + "=<value hidden>" if isinstance(name, str) and "=" in name else repr(name)
         problems.append(
             Problem(
                 f"{where}.env_names[{index}]",
@@ -257,9 +252,7 @@ def _mount_problems(job: TaoJob, where: str) -> list[Problem]:
     for index, mount in enumerate(job.mounts):
         if not isinstance(mount, Mount):
             problems.append(
-                Problem(
-                    f"{where}.mounts[{index}]", f"{mount!r} is not a Mount", "build mounts with jobs.Mount"
-                )
+                Problem(f"{where}.mounts[{index}]", f"{mount!r} is not a Mount", "build mounts with jobs.Mount")
             )
         elif not PurePosixPath(mount.container).is_absolute():
             problems.append(

@@ -70,9 +70,7 @@ class LocalLauncher:
         kill_grace_s: float = DEFAULT_KILL_GRACE_S,
     ) -> None:
         self.gpu_slots = gpu_slots if gpu_slots is not None else GpuSlots.detect()
-        self.python_bin_dir = (
-            Path(python_bin_dir) if python_bin_dir is not None else Path(sys.executable).parent
-        )
+        self.python_bin_dir = Path(python_bin_dir) if python_bin_dir is not None else Path(sys.executable).parent
         self.extra_env = dict(extra_env or {})
         self.command_resolver = command_resolver or self.find_runtime
         self.kill_grace_s = kill_grace_s
@@ -187,9 +185,7 @@ class LocalLauncher:
                 run.write_record(command, state="interrupted", external_id=external_id)
                 raise
             if outcome != "exited":
-                run.say(
-                    "cancelled: killing the job" if outcome == "cancelled" else "timed out: killing the job"
-                )
+                run.say("cancelled: killing the job" if outcome == "cancelled" else "timed out: killing the job")
                 _terminate_group(process, self.kill_grace_s)
             elif _group_alive(process.pid):
                 run.say("the job left processes behind: killing them")
@@ -198,9 +194,7 @@ class LocalLauncher:
 
         exit_code = process.returncode
         if outcome == "cancelled":
-            return run.finish(
-                command, exit_code=exit_code, status="cancelled", failure=None, external_id=external_id
-            )
+            return run.finish(command, exit_code=exit_code, status="cancelled", failure=None, external_id=external_id)
         log_tail = "\n".join(tail)
         if outcome == "timed_out":
             failure = Failure(
@@ -212,9 +206,7 @@ class LocalLauncher:
                 command, exit_code=exit_code, status="timed_out", failure=failure, external_id=external_id
             )
         status_lines = _new_status_lines(status_before, _read_text(results_dir / STATUS_FILE))
-        wrote_checkpoint = (
-            bool(new_checkpoints(results_dir, checkpoints_before)) if job.action == "train" else None
-        )
+        wrote_checkpoint = bool(new_checkpoints(results_dir, checkpoints_before)) if job.action == "train" else None
         failure = classify_failure(
             exit_code=exit_code,
             log_tail=log_tail,
@@ -222,20 +214,14 @@ class LocalLauncher:
             wrote_checkpoint=wrote_checkpoint,
         )
         status: JobStatus = "success" if failure is None else "failed"
-        return run.finish(
-            command, exit_code=exit_code, status=status, failure=failure, external_id=external_id
-        )
+        return run.finish(command, exit_code=exit_code, status=status, failure=failure, external_id=external_id)
 
     def _check_can_run(self, job: TaoJob, *, resume: bool) -> None:
         problems: list[Problem] = []
         results_dir = job.results_dir
         if results_dir.exists() and not results_dir.is_dir():
-            problems.append(
-                Problem(str(results_dir), "the results dir is a file", "give the job a directory path")
-            )
-        elif (
-            results_dir.is_dir() and not resume and (entries := sorted(p.name for p in results_dir.iterdir()))
-        ):
+            problems.append(Problem(str(results_dir), "the results dir is a file", "give the job a directory path"))
+        elif results_dir.is_dir() and not resume and (entries := sorted(p.name for p in results_dir.iterdir())):
             raise StateError.at(
                 str(results_dir),
                 f"the results dir of job {job.name!r} is not empty ({', '.join(entries[:5])}"
@@ -402,9 +388,7 @@ def _pump_output(
     stream.close()
 
 
-def _wait(
-    process: subprocess.Popen[bytes], cancel: threading.Event | None, timeout_s: float | None
-) -> _Outcome:
+def _wait(process: subprocess.Popen[bytes], cancel: threading.Event | None, timeout_s: float | None) -> _Outcome:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         try:
