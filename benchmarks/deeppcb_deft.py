@@ -24,6 +24,7 @@ from typing import Any
 from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
 from aoi_pipeline.core.metric_contract import parse_target
+from aoi_pipeline.core.report import write_report
 from aoi_pipeline.core.spec import dump_spec, load_spec
 from aoi_pipeline.core.state import BASELINE, read_state
 from aoi_pipeline.core.workspace import Workspace
@@ -184,6 +185,7 @@ def main() -> None:
     try:
         deft.run_loop(ctx, stage_runner(ctx, base_spec))
     finally:
+        write_report(layout.root, extras=deft.report_extras(ctx))
         report = summarise(layout, workspace)
         report["wall_s"] = round(time.monotonic() - started, 1)
         print(f"{'iteration':10} {'FAR@99 %':>9} {'FAR@100 %':>10} {'rows':>6} {'pool used %':>11}  added")
