@@ -70,3 +70,16 @@ def test_contrastive_loss_needs_the_euclidean_module() -> None:
     with pytest.raises(ValueError, match="euclidean"):
         ModelConfig(in_channels=1, difference_module="learnable", loss="contrastive")
     assert ModelConfig.from_dict(ModelConfig(in_channels=3).to_dict()) == ModelConfig(in_channels=3)
+
+
+@pytest.mark.parametrize("difference_module", ["euclidean", "learnable"])
+def test_a_pair_equal_to_its_golden_still_has_a_mining_descriptor(difference_module: str) -> None:
+    model = ChangeNetClassifier(ModelConfig(in_channels=1, difference_module=difference_module)).eval()
+    golden = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    other = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        same = model.describe(golden, golden)
+        different = model.describe(other, golden)
+    # The difference half is zero for an unchanged pair; the appearance half keeps cosine similarity defined.
+    assert torch.all(same.norm(dim=1) > 0.5)
+    assert not torch.allclose(same, different)

@@ -5,9 +5,9 @@ training spec stored in it, decode the CSV's images once, and run the network in
 GPU; the head and the scores stay fp32). `inference.csv` holds every input column plus `siamese_score`
 (softmax probability of the defect class, in [0, 1]), one row per input row in input order. `evaluation.json`
 holds TAO's `test_acc`, `test_fpr`, `test_fnr`, `defect_acc` (percent of all rows, at `eval_margin`) and the
-FAR at `reference.recall_pct` defect recall. `embeddings.npy` holds the L2-normalised pair embedding (the
-vector in front of the classification head) of every row, and `embeddings_index.csv` maps its rows (0-based
-`row_index`) back to the input columns.
+FAR at `reference.recall_pct` defect recall. `embeddings.npy` holds the L2-normalised pair descriptor (test
+image appearance and its difference from the golden, `ChangeNetClassifier.describe`) of every row, and
+`embeddings_index.csv` maps its rows (0-based `row_index`) back to the input columns.
 """
 
 from __future__ import annotations
@@ -143,13 +143,15 @@ def forward_all(
         pairs = cache.pairs[start : start + batch_size]
         test, golden = prepare_input(to_unit(pairs), normaliser)
         with torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            head_output, embedding = model(test, golden)
+            head_output, _ = model(test, golden)
         scores.append(model.scores(head_output))
         if class_weights is not None:
             labels = cache.labels[start : start + batch_size]
             loss_sum += model.loss(head_output, labels, class_weights) * labels.shape[0]
         if embeddings:
-            features.append(torch.nn.functional.normalize(embedding.float(), dim=1))
+            with torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                descriptor = model.describe(test, golden)
+            features.append(torch.nn.functional.normalize(descriptor.float(), dim=1))
     model.train(was_training)
     return ForwardResult(
         scores=torch.cat(scores).double().cpu().numpy(),

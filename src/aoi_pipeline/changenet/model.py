@@ -232,6 +232,21 @@ class ChangeNetClassifier(nn.Module):
             head_output = F.softplus(head_output.squeeze(1).float())
         return head_output, embedding
 
+    def describe(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
+        """A pair descriptor for k-NN mining: what the test image looks like and how it differs from its golden.
+
+        The difference embedding alone is all zeros for a pair that matches its golden (most PASS pairs), and
+        cosine similarity is undefined there; the pooled encoder features of the test image give every pair an
+        appearance, and the two halves are normalised separately so neither drowns the other.
+        """
+        batch = test.shape[0]
+        features = self.encoder(torch.cat([test, golden], dim=0))
+        appearance = torch.cat([f[:batch].float().mean(dim=(2, 3)) for f in features], dim=1)
+        change = torch.cat(
+            [module(f[:batch], f[batch:]) for module, f in zip(self.differences, features, strict=True)], dim=1
+        ).float()
+        return torch.cat([F.normalize(appearance, dim=1), F.normalize(change, dim=1)], dim=1)
+
     def scores(self, head_output: torch.Tensor) -> torch.Tensor:
         """`siamese_score` in [0, 1], higher = more defect-like."""
         if self.config.loss == "contrastive":
