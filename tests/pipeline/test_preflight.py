@@ -69,7 +69,7 @@ def ws(tmp_path: Path) -> Path:
 def make_config(ws: Path, **changes: Any) -> PipelineConfig:
     data: dict[str, Any] = {
         "workspace": str(ws),
-        "results_root": str(ws.parent / "results"),
+        "results_root": str(ws / "results"),
         "phase1": {"batch_size": 2},
         "phase3": {"batch_size": 2},
     }
@@ -430,6 +430,16 @@ def test_a_changed_mining_pool_keeps_the_plan_hash(ws: Path) -> None:
 
     assert before.ok and after.ok
     assert after.plan_hash == before.plan_hash
+
+
+def test_deft_iterations_need_the_results_root_inside_the_workspace(ws: Path) -> None:
+    outside = str(ws.parent / "elsewhere")
+    report = preflight(ws, results_root=outside, deft={"max_iterations": 1})
+    blocker = next(problem for problem in report.blockers if problem.where == "results_root")
+    assert outside in blocker.what and "workspace-relative" in blocker.what
+    assert "inside the workspace" in blocker.fix
+    # Without DEFT iterations nothing is written relative to the workspace, so any results root will do.
+    assert preflight(ws, results_root=outside, deft={"max_iterations": 0}).ok
 
 
 def test_the_plan_covers_spec_csvs_spaces_images_and_gpus(ws: Path) -> None:
