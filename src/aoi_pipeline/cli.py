@@ -134,12 +134,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from aoi_pipeline.demo import default_demo_root, prepare_demo
+    from aoi_pipeline.demo import DEMO_BOARDS, default_demo_root, prepare_demo
     from aoi_pipeline.server import data_dir
 
     root = args.dir or default_demo_root(data_dir() / "demos")
     started = time.monotonic()
-    demo = prepare_demo(root, boards=args.boards, seed=args.seed)
+    demo = prepare_demo(root, boards=args.boards or DEMO_BOARDS, seed=args.seed)
     print(f"Demo workspace: {demo.workspace.root}  config: {demo.config_path}")
     run_pipeline(demo.config, yes=args.yes, run_name=None, reviewer=args.reviewer)
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
@@ -184,7 +184,7 @@ def _add_run_commands(subcommands: argparse._SubParsersAction) -> None:
 
     demo = subcommands.add_parser("demo", help="synthetic workspace + all phases on this machine, small budget")
     demo.add_argument("--dir", type=Path, default=None, help="new folder for the demo (default: user data dir)")
-    demo.add_argument("--boards", type=int, default=60, help="synthetic boards (16 tiles each)")
+    demo.add_argument("--boards", type=int, default=None, help="synthetic boards, 16 tiles each (default 80)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--yes", action="store_true", help="pre-approve the plan instead of waiting")
     demo.add_argument("--reviewer", default=os.environ.get("USER", "demo"), help="recorded with --yes")

@@ -1,9 +1,10 @@
 """The demo: a small synthetic AOI workspace and a pipeline config sized to finish in minutes on a laptop CPU.
 
 `prepare_demo` writes the workspace (procedural boards with the six DeepPCB defect types) and a
-`pipeline.yaml` beside it: 64 px tiles, a small CNN budget (a few epochs, three Phase 1 and two Phase 3
-recommendations), learning rates in the range a from-scratch small model needs, and the local launcher with
-the reference runtime. The config is an ordinary file: edit it and run it with `aoi-pipeline run`.
+`pipeline.yaml` beside it: 64 px tiles, a small CNN budget (ten short epochs, three Phase 1 recommendations
+and one Phase 3 recommendation, one DEFT iteration), learning rates in the range a from-scratch small model needs,
+and the local launcher with the reference runtime. The config is an ordinary file: edit it and run it with
+`aoi-pipeline run`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aoi_pipeline.config import PipelineConfig, load_config
 from aoi_pipeline.synth.workspace import SynthSpec, SynthSummary, write_workspace
 
 DEMO_SIZE = 64
-DEMO_BOARDS = 60
+DEMO_BOARDS = 80
 
 # A from-scratch small CNN needs larger steps than the reference's fine-tuning range for C-RADIO.
 _DEMO_SEARCH_SPACE = {
@@ -50,8 +51,8 @@ def demo_config(workspace: Path, *, seed: int = 0) -> dict[str, Any]:
     phase = {
         "recommendations": 3,
         "parallel": 1,
-        "num_epochs": 4,
-        "batch_size": 32,
+        "num_epochs": 10,
+        "batch_size": 8,
         "seed": seed,
         "search_space": _DEMO_SEARCH_SPACE,
     }
@@ -64,8 +65,8 @@ def demo_config(workspace: Path, *, seed: int = 0) -> dict[str, Any]:
         "spec_overrides": _DEMO_SPEC_OVERRIDES,
         "dataset": {"lights": ["SolderLight"], "image_ext": ".png"},
         "phase1": phase,
-        "deft": {"max_iterations": 0, "num_epochs": 4},
-        "phase3": {**phase, "recommendations": 2},
+        "deft": {"max_iterations": 1, "num_epochs": 10, "num_sdg": 24, "min_similarity": 0.5},
+        "phase3": {**phase, "recommendations": 1},
     }
 
 
