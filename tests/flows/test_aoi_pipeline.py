@@ -177,3 +177,24 @@ def test_blockers_end_the_run_before_the_gate(
         aoi_pipeline(config=config, run_name="run_blocked", preapproved_plan_hash="whatever")
     assert not results.exists()
     assert _calls(fake_runtime) == []
+
+
+def test_the_control_helpers_work_inside_a_running_event_loop_as_in_jupyter(
+    tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any
+) -> None:
+    import asyncio
+
+    from aoi_pipeline.control import decide, list_runs
+
+    running = _FlowInThread(pipeline_config(tiny_workspace, tmp_path / "results"), "run_notebook")
+    _wait_until_paused("run_notebook")
+
+    async def notebook_cell() -> list[Any]:
+        # A Jupyter cell runs inside an event loop; Prefect's dual functions would return coroutines here.
+        runs = list_runs(limit=20, paused_only=True)
+        decide("run_notebook", reviewer="nb", reject=True)
+        return runs
+
+    runs = asyncio.run(notebook_cell())
+    assert "run_notebook" in [run.name for run in runs]
+    assert running.join()["status"] == "rejected"
