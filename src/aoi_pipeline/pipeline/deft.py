@@ -28,7 +28,6 @@ from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import DatasetError, ProgramJobError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
-from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
@@ -194,14 +193,13 @@ def run_sdg(ctx: DeftContext, label: str) -> dict:
             "seed": iteration_number(label),
         }
     }
-    job = TaoJob(
+    job = ctx.jobs.job(
         name=f"{label}-sdg",
         action="sdg",
-        image=ctx.config.images.sdg,
         spec=spec,
         results_dir=results_dir,
-        runtime=ctx.jobs.runtime,
-        timeout_s=ctx.jobs.timeout_s,
+        image=ctx.config.images.sdg,
+        uses_gpu=False,
     )
     require_success(ctx.runner.run(job))
     generated = len(_read_rows(results_dir / "SDG_result.csv"))
@@ -233,16 +231,7 @@ def _embed(ctx: DeftContext, *, name: str, csv_path: Path, images_dir: Path, out
         "images_dir": str(images_dir),
         "results_dir": str(out),
     }
-    job = TaoJob(
-        name=name,
-        action="embed",
-        image=ctx.config.images.embed,
-        spec=spec,
-        results_dir=out,
-        runtime=ctx.jobs.runtime,
-        gpus=ctx.jobs.gpus,
-        timeout_s=ctx.jobs.timeout_s,
-    )
+    job = ctx.jobs.job(name=name, action="embed", spec=spec, results_dir=out, image=ctx.config.images.embed)
     result = require_success(ctx.runner.run(job))
     return result.log_path
 
@@ -441,17 +430,9 @@ def run_iteration_train(ctx: DeftContext, label: str) -> dict:
     )
     spec_path = ctx.layout.iteration_spec(label)
     dump_spec(spec, spec_path)
-    job = TaoJob(
-        name=f"{label}-train",
-        action="train",
-        image=ctx.jobs.image,
-        spec=spec,
-        results_dir=train_dir,
-        runtime=ctx.jobs.runtime,
-        gpus=ctx.jobs.gpus,
-        timeout_s=ctx.jobs.timeout_s,
+    require_success(
+        ctx.runner.run(ctx.jobs.job(name=f"{label}-train", action="train", spec=spec, results_dir=train_dir))
     )
-    require_success(ctx.runner.run(job))
     checkpoint = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
     if checkpoint is None:
         raise ProgramJobError.at(str(train_dir), "training reported success but wrote no checkpoint", "read job.log")

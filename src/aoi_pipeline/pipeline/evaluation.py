@@ -43,6 +43,21 @@ class JobContext:
     gpus: int = 0
     timeout_s: float | None = None
 
+    def job(
+        self, *, name: str, action: str, spec: Spec, results_dir: Path, image: str | None = None, uses_gpu: bool = True
+    ) -> TaoJob:
+        """A job of this run: its image (unless the action has its own), runtime, GPU share and time limit."""
+        return TaoJob(
+            name=name,
+            action=action,
+            image=image or self.image,
+            spec=spec,
+            results_dir=results_dir,
+            runtime=self.runtime,
+            gpus=self.gpus if uses_gpu else 0,
+            timeout_s=self.timeout_s,
+        )
+
 
 @dataclass(frozen=True)
 class EvaluatedCheckpoint:
@@ -116,16 +131,7 @@ def evaluate_iteration(
             images_dir=images_dir,
             results_dir=results_dir,
         )
-        job = TaoJob(
-            name=f"{label}-inference-{kind}",
-            action="inference",
-            image=jobs.image,
-            spec=spec,
-            results_dir=results_dir,
-            runtime=jobs.runtime,
-            gpus=jobs.gpus,
-            timeout_s=jobs.timeout_s,
-        )
+        job = jobs.job(name=f"{label}-inference-{kind}", action="inference", spec=spec, results_dir=results_dir)
         require_success(runner.run(job))
         inference_csv = results_dir / "inference.csv"
         metric_json = results_dir / METRIC_RESULT_FILE

@@ -33,7 +33,6 @@ from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
 from aoi_pipeline.jobs.gpu import GpuSlots
-from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.jobs.status import read_status, validation_history
 from aoi_pipeline.pipeline.evaluation import JobContext, commit_evaluation, evaluate_iteration
 from aoi_pipeline.pipeline.handoff import BestModel, write_deployment_handoff
@@ -97,17 +96,7 @@ def train_baseline(
         batch_size=config.phase1.batch_size,
     )
     dump_spec(spec, layout.iteration_spec(BASELINE))
-    job = TaoJob(
-        name="baseline-train",
-        action="train",
-        image=jobs.image,
-        spec=spec,
-        results_dir=train_dir,
-        runtime=jobs.runtime,
-        gpus=jobs.gpus,
-        timeout_s=jobs.timeout_s,
-    )
-    require_success(runner.run(job))
+    require_success(runner.run(jobs.job(name="baseline-train", action="train", spec=spec, results_dir=train_dir)))
     best = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
     if best is None:
         raise ProgramJobError.at(str(train_dir), "training succeeded but wrote no checkpoint", "read job.log")
