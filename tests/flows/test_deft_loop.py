@@ -81,6 +81,7 @@ def test_the_loop_adds_sdg_and_mined_rows_each_iteration_and_hands_off(
     assert len(picked) == len(set(picked)), "a pool row was mined twice"
     report = (results / "run_loop" / "DEFT_Loop_Report.html").read_text()
     assert "<svg" in report and "iter2" in report and "http" not in report
+    assert "Forced FAR (%)" in report  # the RCA's per-type gaps reach the report
     # the warm start: iter2 trains from iter1's best checkpoint
     spec = (results / "run_loop" / "iter2" / "iter2_spec.yaml").read_text()
     assert state["iterations"]["iter1"]["best_ckpt_path"] in spec
@@ -214,3 +215,32 @@ def test_leakage_found_at_merge_is_a_hard_stop(
     assert (state["events"][-1]["stage"], state["events"][-1]["status"]) == ("data_merge", "error")
     report = json.loads((results / "run_leak" / "iter1" / "dataset" / "merge_validation.json").read_text())
     assert report["train_val_leakage_overlap_count"] >= 1
+
+
+def test_a_pool_emptied_after_approval_is_a_hard_stop_at_routing(
+    tmp_path: Path, fake_runtime: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.deft
+    from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
+
+    workspace = tmp_path / "workspace"
+    write_workspace(workspace, SynthSpec(boards=12, size=32, seed=3))
+    config = _loop_config(
+        pipeline_config, workspace, workspace / "results", deft={"max_iterations": 1, "num_epochs": 1}
+    )
+    original = tasks.deft.STAGES["routing"]
+    pool = workspace / "augmentation" / "mining_pool" / "mining_pool.csv"
+
+    def empty_the_pool_then_route(ctx: Any, label: str) -> dict:
+        # The pre-flight saw a full pool; someone truncates it while the run is going.
+        pool.write_text(pool.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+        return original(ctx, label)
+
+    monkeypatch.setitem(tasks.deft.STAGES, "routing", empty_the_pool_then_route)
+    with pytest.raises(AoiPipelineError, match=r"(?i)pool"):
+        _run(config, "run_empty_pool")
+    state = _state(workspace / "results", "run_empty_pool")
+    assert state["status"] == "failed"
+    failure = state["events"][-1]
+    assert (failure["iter"], failure["stage"], failure["status"]) == ("iter1", "routing", "error")
+    assert "HARD STOP" in failure["summary"]

@@ -470,6 +470,28 @@ def _sources(provenance: Path) -> dict[str, int]:
     return counts
 
 
+def _rca_gaps(state: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per iteration, the RCA's per-type gaps (from the metrics.json beside its gaps table), worst first."""
+    gaps: dict[str, list[dict[str, Any]]] = {}
+    for label, entry in state["iterations"].items():
+        table = entry.get("rca_gaps_parquet")
+        metrics = Path(table).parent / "metrics.json" if table else None
+        if metrics is None or not metrics.exists():
+            continue
+        per_label = json.loads(metrics.read_text(encoding="utf-8")).get("per_label", {})
+        rows = [
+            {
+                "label": name,
+                "missed": gap["missed"],
+                "forced_far_pct": gap["forced_far_pct"],
+                "lowest": gap["lowest_scores"][0] if gap["lowest_scores"] else None,
+            }
+            for name, gap in per_label.items()
+        ]
+        gaps[label] = sorted(rows, key=lambda row: (-row["missed"], -row["forced_far_pct"], row["label"]))
+    return gaps
+
+
 def report_extras(ctx: DeftContext) -> dict[str, Any]:
     """What the report shows beyond the state: rows by source, SDG/mining counts, pool share, the handoff."""
     state = read_state(ctx.layout.root)
@@ -484,7 +506,11 @@ def report_extras(ctx: DeftContext) -> dict[str, Any]:
             generated = len(_read_rows(Path(sdg))) if sdg and Path(sdg).exists() else 0
             counts[label] = {"sdg_generated": generated}
             mined_total += int(entry.get("mining_mined_count", 0))
-    extras: dict[str, Any] = {"training_rows_by_source": growth, "sdg_and_mining": counts}
+    extras: dict[str, Any] = {
+        "training_rows_by_source": growth,
+        "sdg_and_mining": counts,
+        "rca_gaps": _rca_gaps(state),
+    }
     pool_csv = ctx.layout.root / "inputs" / "mining_pool.resolved.csv"
     if pool_csv.exists():
         pool_rows = len(_read_rows(pool_csv))
