@@ -76,6 +76,12 @@ def aoi_pipeline(
         if config.phase1.enabled:
             if not record.done("phase1"):
                 winner = automl_sweep("phase1", layout, base_spec, config.phase1, contract, workspace, jobs)
+                if winner is None:
+                    raise AoiPipelineError.at(
+                        f"phase1 ({layout.phase_dir('phase1')})",
+                        f"none of the {config.phase1.recommendations} trials produced a usable model",
+                        "read the phase1 trials table artifact; widen the search space or raise epochs, then re-run",
+                    )
                 record.mark("phase1", "complete", trial=winner.number, far_pct=winner.far_pct)
             phase1 = record.phase("phase1")
             phase1_best = phase1["far_pct"]
@@ -104,8 +110,11 @@ def aoi_pipeline(
                 jobs,
                 pretrained_model=checkpoint,
             )
-            register_phase3(layout, winner3, contract, workspace, jobs)
-            record.mark("phase3", "complete", warm_start=label, trial=winner3.number)
+            if winner3 is None:  # no usable refinement: Phase 2's best stands
+                record.mark("phase3", "complete", warm_start=label, trial=None)
+            else:
+                register_phase3(layout, winner3, contract, workspace, jobs)
+                record.mark("phase3", "complete", warm_start=label, trial=winner3.number)
         if not record.done("handoff"):
             record.mark("handoff", "complete", **deployment_handoff(layout, phase1_best))
     result = {key: value for key, value in record.phase("handoff").items() if key not in ("status", "at")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
 from aoi_pipeline.config import AutomlSettings
@@ -12,7 +12,6 @@ from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.search_space import build_search_space
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.workspace import Workspace
-from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.study import Proposal, open_study
@@ -31,8 +30,8 @@ def automl_sweep(
     workspace: Workspace,
     jobs: JobContext,
     pretrained_model: Path | None = None,
-) -> TrialOutcome:
-    """Run the phase's recommendations; returns the winning trial's outcome."""
+) -> TrialOutcome | None:
+    """Run the phase's recommendations; returns the winning trial's outcome (None: no trial was usable)."""
     layout.phase_dir(phase).mkdir(parents=True, exist_ok=True)
     study = open_study(
         layout.study_storage(phase),
@@ -66,11 +65,9 @@ def automl_sweep(
         on_progress=lambda table: publish_trials(phase, table),
         finished=lambda number: read_outcome(layout.trial_dir(phase, number)),
     )
-    winner = None if summary.best_number is None else read_outcome(layout.trial_dir(phase, summary.best_number))
-    if winner is None:
-        raise AoiPipelineError.at(
-            f"{phase} ({layout.phase_dir(phase)})",
-            f"none of the {settings.recommendations} trials completed with a usable model",
-            "read the trials table artifact for each trial's reason; widen the search space or raise epochs",
+    if summary.best_number is None:
+        get_run_logger().warning(
+            "%s: none of the %d trials completed with a usable model (see the trials table)", phase, len(summary.table)
         )
-    return winner
+        return None
+    return read_outcome(layout.trial_dir(phase, summary.best_number))

@@ -198,3 +198,21 @@ def test_the_control_helpers_work_inside_a_running_event_loop_as_in_jupyter(
     runs = asyncio.run(notebook_cell())
     assert "run_notebook" in [run.name for run in runs]
     assert running.join()["status"] == "rejected"
+
+
+def test_a_phase3_without_a_usable_trial_leaves_phase2s_best_standing(
+    tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aoi_pipeline.pipeline import trials
+    from flows.aoi_pipeline import aoi_pipeline
+
+    monkeypatch.setattr(trials, "collapse_reason", lambda rows, far: "collapsed (planted for Phase 3)")
+    results = tmp_path / "results"
+    config = pipeline_config(tiny_workspace, results, phase1={"enabled": False})
+    result = aoi_pipeline(config=config, run_name="run_p3", preapproved_plan_hash=_plan_hash(config, "run_p3"))
+    assert result["status"] == "complete"
+    assert result["iteration"] == "baseline"
+    state = json.loads((results / "run_p3" / "deft_state.json").read_text())
+    assert "final_automl" not in state["iterations"]
+    phases = json.loads((results / "run_p3" / "pipeline_state.json").read_text())["phases"]
+    assert phases["phase3"]["trial"] is None

@@ -218,12 +218,12 @@ def test_every_row_with_one_score_is_a_collapsed_trial(tmp_path, validation_csv)
     assert read_outcome(outcome.inference_csv.parent.parent).state == "collapsed"
 
 
-def test_flagging_every_row_at_the_threshold_is_a_collapsed_trial(tmp_path, validation_csv):
-    # Every PASS score (0.6..0.8) is at or above the weakest defect (0.55): all six rows are flagged.
+def test_a_far_of_100_percent_is_ranked_not_rejected(tmp_path, validation_csv):
+    # Every PASS score (0.6..0.8) is at or above the weakest defect (0.55): FAR 100 %, yet the scores rank.
     scores = (0.6, 0.7, 0.75, 0.8, 0.55, 0.9)
     outcome = trial(tmp_path, validation_csv, FakeRunner(scores=scores))
-    assert outcome.state == "collapsed"
-    assert "flagged" in outcome.reason
+    assert outcome.state == "complete"
+    assert outcome.far_pct == 100.0
 
 
 def test_a_program_failure_in_training_fails_only_this_trial(tmp_path, validation_csv):

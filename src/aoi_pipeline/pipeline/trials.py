@@ -227,20 +227,15 @@ def min_val_loss(train_dir: Path) -> float | None:
 def collapse_reason(rows: ScoredRows, far: FarResult) -> str | None:
     """Why the scores show a model collapsed to one class, or None when they separate the rows at all.
 
-    Collapsed: every row got the same score, or every row is flagged as a defect at the threshold that
-    reaches the recall (no PASS row is left below the weakest defect kept; FAR is 100 %). The opposite,
-    every row below the threshold, cannot happen: the threshold always keeps at least one defect.
+    Collapsed: every row got the same score, so the model ranks nothing. A FAR of 100 % is not collapse: one
+    defect scored below every PASS row forces it at full recall while the model may still rank the rest
+    well; such a trial is ranked (badly) like any other.
     """
     spread = float(rows.scores.max() - rows.scores.min())
     if spread < COLLAPSE_SPREAD:
         return (
             f"mode collapse: every one of the {len(rows.labels)} validation rows got the same score "
             f"({float(rows.scores[0]):.6g}), so the model cannot tell PASS from defects"
-        )
-    if far.fp == far.n_pass and far.tp == far.n_defect:
-        return (
-            f"mode collapse: at the threshold {far.threshold:.6g} (recall {far.recall_pct:g} %) every one of "
-            f"the {len(rows.labels)} validation rows is flagged as a defect (FAR 100 %)"
         )
     return None
 
