@@ -25,13 +25,13 @@ from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
 from aoi_pipeline.core.metric_contract import parse_target
 from aoi_pipeline.core.report import write_report
-from aoi_pipeline.core.spec import dump_spec, load_spec
+from aoi_pipeline.core.spec import dump_spec
 from aoi_pipeline.core.state import BASELINE, read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.pipeline import deft
-from aoi_pipeline.pipeline.evaluation import commit_evaluation, evaluate_iteration
+from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.run import ensure_run_state, finalize_phase2, job_context, train_baseline
 from aoi_pipeline.pipeline.specs import workspace_base_spec
@@ -84,18 +84,15 @@ def stage_runner(ctx: deft.DeftContext, base_spec: dict) -> Any:
         if stage == "train" and label == BASELINE:
             train_baseline(layout=ctx.layout, base_spec=base_spec, config=ctx.config, jobs=ctx.jobs, runner=ctx.runner)
         elif stage == "evaluate":
-            spec_path = ctx.layout.iteration_spec(label)
-            evaluation = evaluate_iteration(
+            evaluate_and_commit(
                 layout=ctx.layout,
                 label=label,
-                train_spec=load_spec(spec_path),
                 contract=ctx.contract,
                 kpi_csv=ctx.workspace.kpi_csv,
                 images_dir=ctx.workspace.images_dir,
                 jobs=ctx.jobs,
                 runner=ctx.runner,
             )
-            commit_evaluation(ctx.layout, evaluation, contract=ctx.contract, training_spec=spec_path)
         elif stage == "finalize":
             finalize_phase2(ctx.layout, label=label, stop_reason=deft.stop_reason(ctx, label))
         else:

@@ -16,7 +16,7 @@ from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.state import read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.pipeline import handoff, run
-from aoi_pipeline.pipeline.evaluation import JobContext, commit_evaluation, evaluate_iteration
+from aoi_pipeline.pipeline.evaluation import JobContext, evaluate_and_commit
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.trials import TrialOutcome, run_trial
 from tasks.jobs import TaskJobRunner
@@ -98,14 +98,10 @@ def evaluate(
     contract: MetricContract,
     workspace: Workspace,
     jobs: JobContext,
-) -> dict:
-    from aoi_pipeline.core.spec import load_spec
-
-    spec_path = layout.iteration_spec(label)
-    evaluation = evaluate_iteration(
+) -> None:
+    evaluation = evaluate_and_commit(
         layout=layout,
         label=label,
-        train_spec=load_spec(spec_path),
         contract=contract,
         kpi_csv=workspace.kpi_csv,
         images_dir=workspace.images_dir,
@@ -113,7 +109,6 @@ def evaluate(
         runner=TaskJobRunner(),
     )
     get_run_logger().info(evaluation.summary(contract))
-    return commit_evaluation(layout, evaluation, contract=contract, training_spec=spec_path)
 
 
 @task(name="finalize-phase2", cache_policy=NONE)

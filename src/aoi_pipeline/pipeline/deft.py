@@ -26,13 +26,12 @@ from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, wri
 from aoi_pipeline.core.spec import Spec, dump_spec, load_spec
 from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
 from aoi_pipeline.core.workspace import Workspace
-from aoi_pipeline.errors import DatasetError, ProgramJobError
-from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
+from aoi_pipeline.errors import DatasetError
 from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.run import trained_checkpoint_fields
 from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
 from aoi_pipeline.pipeline.specs import training_spec, with_train_csv
-from aoi_pipeline.pipeline.trials import min_val_loss
 
 VCN_COLUMNS = ("input_path", "golden_path", "label", "object_name")
 
@@ -433,17 +432,7 @@ def run_iteration_train(ctx: DeftContext, label: str) -> dict:
     require_success(
         ctx.runner.run(ctx.jobs.job(name=f"{label}-train", action="train", spec=spec, results_dir=train_dir))
     )
-    checkpoint = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
-    if checkpoint is None:
-        raise ProgramJobError.at(str(train_dir), "training reported success but wrote no checkpoint", "read job.log")
-    fields: dict[str, Any] = {
-        "best_ckpt_path": str(checkpoint.path),
-        "best_ckpt_kind": "latest" if checkpoint.kind == "latest" else "best_val",
-        "training_spec": str(spec_path),
-    }
-    val_loss = min_val_loss(train_dir)
-    if val_loss is not None:
-        fields["val_loss"] = val_loss
+    fields = trained_checkpoint_fields(train_dir, spec_path)
     summary = (
         f"{label} trained {ctx.config.deft.num_epochs} epochs on {combined.name}, warm from {best['best_ckpt_path']}"
     )

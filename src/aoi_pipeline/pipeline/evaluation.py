@@ -21,7 +21,7 @@ from aoi_pipeline.core.metric_contract import (
     pick_best,
     render_target,
 )
-from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.spec import Spec, load_spec
 from aoi_pipeline.core.state import StageCommit, commit_stage
 from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
@@ -140,6 +140,32 @@ def evaluate_iteration(
     best = pick_best(contract, [Candidate(item.kind, item.result) for item in scored])
     winner = next(item for item in scored if best is not None and item.kind == best.label)
     return Evaluation(label, winner, tuple(scored), time.monotonic() - started)
+
+
+def evaluate_and_commit(
+    *,
+    layout: RunLayout,
+    label: str,
+    contract: MetricContract,
+    kpi_csv: Path,
+    images_dir: Path,
+    jobs: JobContext,
+    runner: JobRunner,
+) -> Evaluation:
+    """Evaluate `label` with the training spec recorded for it and commit the winner as its `evaluate` stage."""
+    spec_path = layout.iteration_spec(label)
+    evaluation = evaluate_iteration(
+        layout=layout,
+        label=label,
+        train_spec=load_spec(spec_path),
+        contract=contract,
+        kpi_csv=kpi_csv,
+        images_dir=images_dir,
+        jobs=jobs,
+        runner=runner,
+    )
+    commit_evaluation(layout, evaluation, contract=contract, training_spec=spec_path)
+    return evaluation
 
 
 def commit_evaluation(

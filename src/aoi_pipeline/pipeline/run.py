@@ -33,13 +33,12 @@ from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
 from aoi_pipeline.jobs.gpu import GpuSlots
-from aoi_pipeline.jobs.status import read_status, validation_history
-from aoi_pipeline.pipeline.evaluation import JobContext, commit_evaluation, evaluate_iteration
+from aoi_pipeline.pipeline.evaluation import JobContext, evaluate_and_commit
 from aoi_pipeline.pipeline.handoff import BestModel, write_deployment_handoff
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
 from aoi_pipeline.pipeline.specs import training_spec
-from aoi_pipeline.pipeline.trials import TrialOutcome
+from aoi_pipeline.pipeline.trials import TrialOutcome, min_val_loss
 
 
 def state_config(config: PipelineConfig, workspace: Workspace, layout: RunLayout) -> dict[str, Any]:
@@ -75,11 +74,24 @@ def start_run(layout: RunLayout, *, approval: ApprovalRecord, plan_markdown: str
     dump_spec(base_spec, layout.base_spec)
 
 
-def _min_val_loss(train_dir: Path) -> float | None:
-    losses = [
-        kpis["val_loss"] for _, kpis in validation_history(read_status(train_dir / "status.json")) if "val_loss" in kpis
-    ]
-    return min(losses) if losses else None
+def trained_checkpoint_fields(train_dir: Path, training_spec_path: Path) -> dict[str, Any]:
+    """The `train` commit fields of a finished training job: its best-validation (else latest) checkpoint,
+    which kind that is, the spec it was trained with and its lowest validation loss.
+
+    A job that succeeded without writing a checkpoint is a program failure (a zero-step "success").
+    """
+    best = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
+    if best is None:
+        raise ProgramJobError.at(str(train_dir), "training reported success but wrote no checkpoint", "read job.log")
+    fields: dict[str, Any] = {
+        "best_ckpt_path": str(best.path),
+        "best_ckpt_kind": "latest" if best.kind == "latest" else "best_val",
+        "training_spec": str(training_spec_path),
+    }
+    val_loss = min_val_loss(train_dir)
+    if val_loss is not None:
+        fields["val_loss"] = val_loss
+    return fields
 
 
 def train_baseline(
@@ -97,20 +109,11 @@ def train_baseline(
     )
     dump_spec(spec, layout.iteration_spec(BASELINE))
     require_success(runner.run(jobs.job(name="baseline-train", action="train", spec=spec, results_dir=train_dir)))
-    best = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
-    if best is None:
-        raise ProgramJobError.at(str(train_dir), "training succeeded but wrote no checkpoint", "read job.log")
-    fields: dict[str, Any] = {
-        "best_ckpt_path": str(best.path),
-        "best_ckpt_kind": "latest" if best.kind == "latest" else "best_val",
-        "training_spec": str(layout.iteration_spec(BASELINE)),
-    }
-    val_loss = _min_val_loss(train_dir)
-    if val_loss is not None:
-        fields["val_loss"] = val_loss
-    summary = f"baseline trained {config.deft.num_epochs} epochs; checkpoint {best.path.name}"
+    fields = trained_checkpoint_fields(train_dir, layout.iteration_spec(BASELINE))
+    checkpoint = Path(fields["best_ckpt_path"])
+    summary = f"baseline trained {config.deft.num_epochs} epochs; checkpoint {checkpoint.name}"
     commit_stage(layout.root, StageCommit(BASELINE, "train", "ok", summary, time.monotonic() - started, fields))
-    return best.path
+    return checkpoint
 
 
 def finalize_phase2(layout: RunLayout, *, label: str, stop_reason: str) -> BestModel:
@@ -172,17 +175,15 @@ def register_phase3(
     if registered != "train":
         commit = StageCommit(FINAL_AUTOML, "train", "ok", summary, time.monotonic() - started, fields)
         commit_stage(layout.root, commit)
-    evaluation = evaluate_iteration(
+    evaluate_and_commit(
         layout=layout,
         label=FINAL_AUTOML,
-        train_spec=spec,
         contract=contract,
         kpi_csv=kpi_csv,
         images_dir=images_dir,
         jobs=jobs,
         runner=runner,
     )
-    commit_evaluation(layout, evaluation, contract=contract, training_spec=layout.iteration_spec(FINAL_AUTOML))
 
 
 def ensure_run_state(
