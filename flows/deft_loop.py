@@ -37,17 +37,19 @@ def deft_loop(
     progress = start_progress(config.deft.max_iterations)
 
     def run_stage(label: str, stage: str) -> None:
-        if stage == "train" and label == BASELINE:
-            train_baseline(layout, base_spec, config, jobs)
-        elif stage == "evaluate":
-            evaluate(layout, label, contract, workspace, jobs)
-            if iteration_number(label):
-                publish_iteration_summary(ctx, label)
-        elif stage == "finalize":
-            finalize_phase2(layout, label, stop_reason(ctx, label))
-        else:
-            deft_stage(ctx, label, stage)
-        refresh_report(ctx)
+        try:
+            if stage == "train" and label == BASELINE:
+                train_baseline(layout, base_spec, config, jobs)
+            elif stage == "evaluate":
+                evaluate(layout, label, contract, workspace, jobs)
+                if iteration_number(label):
+                    publish_iteration_summary(ctx, label)
+            elif stage == "finalize":
+                finalize_phase2(layout, label, stop_reason(ctx, label))
+            else:
+                deft_stage(ctx, label, stage)
+        finally:  # after every commit, a hard stop's included
+            refresh_report(ctx)
         update_progress(progress, read_state(layout.root)["current_iteration"], config.deft.max_iterations)
 
     final = run_loop(ctx, run_stage)

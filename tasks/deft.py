@@ -24,8 +24,6 @@ def deft_stage(ctx: DeftContext, label: str, stage: str) -> None:
     except Exception as error:  # any stage error is a hard stop, recorded before it propagates
         deft.commit_failure(ctx, label, stage, error, started)
         raise
-    finally:
-        refresh_report(ctx)
     get_run_logger().info("[%s %s] %s", label, stage, state["events"][-1]["summary"])
 
 
