@@ -102,6 +102,37 @@ class Estimates(_Strict):
     minutes_per_iteration: float | None = None
 
 
+class KubernetesSettings(_Strict):
+    """What TAO jobs on the Kubernetes work pool get; an unset value keeps the work pool's own default.
+
+    The defaults of `deployments/kubernetes/base-job-template.json` apply to every unset key: namespace
+    `default`, the workspace on the PersistentVolumeClaim `aoi-workspace`, a 16Gi memory-backed /dev/shm,
+    and a toleration of the usual `nvidia.com/gpu` taint. Node selector and tolerations apply to GPU jobs.
+    """
+
+    namespace: str | None = None
+    workspace_pvc: str | None = None
+    # Any other volume source for the workspace (e.g. {nfs: {server: ..., path: ...}}) instead of a PVC.
+    workspace_volume: dict[str, Any] | None = None
+    service_account: str | None = None
+    image_pull_secret: str | None = None
+    # The name of a Prefect String block that holds the image pull Secret's name (resolved by the worker).
+    image_pull_secret_block: str | None = None
+    # Kubernetes Secrets whose keys become the job's environment (the `credentials` names live there).
+    env_secrets: tuple[str, ...] = ()
+    node_selector: dict[str, str] | None = None
+    tolerations: tuple[dict[str, Any], ...] | None = None
+    shm_size: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> KubernetesSettings:
+        if self.workspace_pvc is not None and self.workspace_volume is not None:
+            raise ValueError("set workspace_pvc or workspace_volume, not both")
+        if self.image_pull_secret is not None and self.image_pull_secret_block is not None:
+            raise ValueError("set image_pull_secret or image_pull_secret_block, not both")
+        return self
+
+
 class PipelineConfig(_Strict):
     """Everything one pipeline run needs besides the approval."""
 
@@ -118,6 +149,7 @@ class PipelineConfig(_Strict):
     gpus_per_job: Annotated[int, Field(ge=0)] = 1
     job_timeout_minutes: Annotated[float, Field(gt=0)] | None = None
     credentials: tuple[str, ...] = ()
+    kubernetes: KubernetesSettings = KubernetesSettings()
     phase1: AutomlSettings = AutomlSettings()
     deft: DeftSettings = DeftSettings()
     phase3: AutomlSettings = AutomlSettings()
