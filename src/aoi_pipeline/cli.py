@@ -249,6 +249,35 @@ def _add_kpi_command(subcommands: argparse._SubParsersAction) -> None:
     kpi.set_defaults(handler=_kpi)
 
 
+def _jobs_render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from aoi_pipeline.config import load_config
+    from aoi_pipeline.pipeline.job_preview import render_job
+
+    manifest = render_job(load_config(args.config), args.action, args.platform, template=args.template)
+    print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _add_jobs_command(subcommands: argparse._SubParsersAction) -> None:
+    jobs = subcommands.add_parser("jobs", help="inspect the jobs a run would launch")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="{render}")
+    render = jobs_commands.add_parser(
+        "render",
+        help="print what a work pool's worker would submit for one action (the Kubernetes Job manifest)",
+        description="Renders the job of an action with the worker's own code and the base job template: "
+        "its image, GPU limit, node placement, volumes and mounts. Reads nothing from a cluster.",
+    )
+    render.add_argument("--platform", required=True, choices=["kubernetes"], help="the work pool's platform")
+    render.add_argument("--config", type=Path, required=True, help="pipeline.yaml")
+    render.add_argument("--action", required=True, help="train, evaluate, inference, embed, sdg or export")
+    render.add_argument(
+        "--template", type=Path, default=None, help="base job template (default deployments/kubernetes/...)"
+    )
+    render.set_defaults(handler=_jobs_render)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -260,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_commands(subcommands)
     _add_data_commands(subcommands)
     _add_kpi_command(subcommands)
+    _add_jobs_command(subcommands)
     return parser
 
 

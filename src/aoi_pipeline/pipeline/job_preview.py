@@ -1,0 +1,54 @@
+"""What a run would hand a work pool for one action, for a user to review before anything runs.
+
+`preview_job` builds the `TaoJob` a run makes for an action (its image, the run's GPU share per job, the results
+root on the workspace), exactly as the run's `JobContext` does; `render_job` turns it into what the platform's
+worker submits: for Kubernetes, the Job manifest rendered by the worker's own code from our base job template.
+On a work pool the GPUs are the pool's nodes', not this machine's, so `gpus: auto` counts as GPUs present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aoi_pipeline.config import PipelineConfig
+from aoi_pipeline.errors import ConfigError
+from aoi_pipeline.jobs.job import ACTIONS, TaoJob
+from aoi_pipeline.pipeline.run import job_context
+
+RENDERABLE_PLATFORMS = ("kubernetes",)
+# Synthetic data generation needs no GPU of its own (the DEFT loop runs it with uses_gpu=False).
+_CPU_ACTIONS = frozenset({"sdg"})
+
+
+def action_image(config: PipelineConfig, action: str) -> str:
+    """The container image the config gives an action."""
+    images = config.images
+    return {"inference": images.inference, "embed": images.embed, "sdg": images.sdg}.get(action, images.train)
+
+
+def preview_job(config: PipelineConfig, action: str) -> TaoJob:
+    """The job a run of `config` would launch for `action` (an empty spec: the spec travels as a parameter)."""
+    if action not in ACTIONS:
+        raise ConfigError.at("--action", f"unknown action {action!r}", f"use one of {', '.join(ACTIONS)}")
+    context = job_context(config, visible_gpus=config.gpus_per_job if config.platform != "local" else None)
+    return context.job(
+        name=f"preview.{action}",
+        action=action,
+        spec={},
+        results_dir=config.resolved_results_root / "preview" / action,
+        image=action_image(config, action),
+        uses_gpu=action not in _CPU_ACTIONS,
+    )
+
+
+def render_job(config: PipelineConfig, action: str, platform: str, template: Path | None = None) -> dict[str, Any]:
+    """What the platform's worker would submit for the action's job."""
+    if platform not in RENDERABLE_PLATFORMS:
+        raise ConfigError.at(
+            "--platform", f"rendering for {platform!r} is not available", f"use {', '.join(RENDERABLE_PLATFORMS)}"
+        )
+    from aoi_pipeline.workers.kubernetes import load_base_job_template, render_job_manifest
+
+    loaded = load_base_job_template(template) if template is not None else None
+    return render_job_manifest(preview_job(config, action), config, template=loaded)

@@ -1,0 +1,237 @@
+"""The prefect-kubernetes worker's API calls and our Job reading, against a Kubernetes API stand-in on 127.0.0.1.
+
+No real API server can run here, so a small aiohttp application answers the few endpoints involved: create a
+Job (as the API server does, it names it from generateName and gives it a uid), read a Job's status, list its
+pods by the `job-name` label, delete a Job. It stores objects verbatim and records every request; the tests set
+the Job's and pods' status to drive it through Running, Succeeded and Failed. What this cannot show is anything
+a real cluster adds: scheduling, GPU accounting, kubelet evictions, the Job controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from aoi_pipeline.config import config_from_mapping
+from aoi_pipeline.jobs.job import TaoJob
+from aoi_pipeline.workers.kubernetes import read_job_outcome, render_job_configuration
+
+
+class KubernetesStandIn:
+    """Jobs and pods in memory, behind the batch/v1 and core/v1 paths the worker and `read_job_outcome` call."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self._suffix = itertools.count(1)
+        self.app = web.Application(middlewares=[self._record])
+        jobs = "/apis/batch/v1/namespaces/{namespace}/jobs"
+        self.app.router.add_post(jobs, self._create_job)
+        self.app.router.add_get(jobs + "/{name}/status", self._read_job)
+        self.app.router.add_get(jobs + "/{name}", self._read_job)
+        self.app.router.add_delete(jobs + "/{name}", self._delete_job)
+        self.app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._list_pods)
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        body = await request.json() if request.can_read_body else None
+        self.requests.append((request.method, request.path, dict(request.query), body))
+        return await handler(request)
+
+    async def _create_job(self, request: web.Request) -> web.Response:
+        namespace, body = request.match_info["namespace"], await request.json()
+        metadata = body.setdefault("metadata", {})
+        metadata.setdefault("name", f"{metadata.pop('generateName', 'job-')}s{next(self._suffix):04d}")
+        metadata.update(namespace=namespace, uid=str(uuid.uuid4()))
+        self.jobs[(namespace, metadata["name"])] = body
+        return web.json_response(body, status=201)
+
+    async def _read_job(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        if key not in self.jobs:
+            return _not_found(key[1])
+        return web.json_response(self.jobs[key])
+
+    async def _delete_job(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        if key not in self.jobs:
+            return _not_found(key[1])
+        self.jobs.pop(key)
+        self.pods.pop(key, None)
+        return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+
+    async def _list_pods(self, request: web.Request) -> web.Response:
+        selector = request.query.get("labelSelector", "")
+        name = selector.removeprefix("job-name=") if selector.startswith("job-name=") else None
+        items = self.pods.get((request.match_info["namespace"], name), []) if name else []
+        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+
+    def set_state(self, namespace: str, name: str, status: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        self.jobs[(namespace, name)]["status"] = status
+        labelled = [{**pod, "metadata": {**pod.get("metadata", {}), "labels": {"job-name": name}}} for pod in pods]
+        self.pods[(namespace, name)] = labelled
+
+
+def _not_found(name: str) -> web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+    return web.json_response({**body, "message": f'jobs.batch "{name}" not found'}, status=404)
+
+
+def kubeconfig(url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stand-in", "cluster": {"server": url}}],
+        "users": [{"name": "tester", "user": {"token": "stand-in-token"}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "tester"}}],
+        "current-context": "stand-in",
+    }
+
+
+async def _with_stand_in(tmp_path: Path, scenario: Callable[..., Awaitable[None]]) -> KubernetesStandIn:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect_kubernetes.credentials import KubernetesClusterConfig
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    stand_in = KubernetesStandIn()
+    server = TestServer(stand_in.app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        config = config_from_mapping({"workspace": str(tmp_path / "ws"), "platform": "kubernetes"})
+        job = TaoJob(
+            name="trial_001.train", action="train", image=config.images.train, spec={}, results_dir=tmp_path, gpus=1
+        )
+        configuration = await render_job_configuration(job, config)
+        configuration.cluster_config = KubernetesClusterConfig(
+            config=kubeconfig(str(server.make_url(""))), context_name="stand-in"
+        )
+        flow_run = FlowRun(id=uuid.uuid4(), name=job.name, flow_id=uuid.uuid4())
+        configuration.prepare_for_flow_run(flow_run)
+        worker = KubernetesWorker(work_pool_name="aoi-kubernetes", create_pool_if_not_found=False)
+        await scenario(stand_in, worker, configuration, flow_run)
+    finally:
+        await server.close()
+    return stand_in
+
+
+def run_scenario(tmp_path: Path, scenario: Callable[..., Awaitable[None]]) -> KubernetesStandIn:
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    # The worker's flow-run logger would otherwise start a Prefect server only to ship its log lines.
+    with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
+        return asyncio.run(_with_stand_in(tmp_path, scenario))
+
+
+async def submit(worker: Any, configuration: Any, flow_run: Any) -> tuple[str, str]:
+    result = await worker.run(flow_run, configuration)
+    namespace, name = result.identifier.split(":")
+    return namespace, name
+
+
+async def outcome_of(worker: Any, configuration: Any, namespace: str, name: str):
+    async with worker._get_configured_kubernetes_client(configuration) as client:
+        return await read_job_outcome(client, namespace, name)
+
+
+def test_the_worker_creates_the_rendered_job_with_its_gpu_limit_and_volumes(tmp_path: Path) -> None:
+    created: dict[str, Any] = {}
+
+    async def scenario(stand_in, worker, configuration, flow_run) -> None:
+        namespace, name = await submit(worker, configuration, flow_run)
+        created.update(stand_in.jobs[(namespace, name)], identifier=f"{namespace}:{name}")
+
+    stand_in = run_scenario(tmp_path, scenario)
+    posts = [request for request in stand_in.requests if request[0] == "POST"]
+    assert [path for _, path, _, _ in posts] == ["/apis/batch/v1/namespaces/default/jobs"]
+    body = posts[0][3]
+    pod_spec = body["spec"]["template"]["spec"]
+    assert body["metadata"]["generateName"] == "trial-001-train-"
+    assert created["identifier"].startswith("default:trial-001-train-")
+    assert pod_spec["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert pod_spec["volumes"][0] == {"name": "workspace", "persistentVolumeClaim": {"claimName": "aoi-workspace"}}
+    assert pod_spec["containers"][0]["volumeMounts"][0] == {"name": "workspace", "mountPath": str(tmp_path / "ws")}
+
+
+RUNNING = ({"active": 1}, [{"status": {"phase": "Running"}}])
+SUCCEEDED = (
+    {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    [{"status": {"phase": "Succeeded"}}],
+)
+FAILED_JOB = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+EXIT_1 = {"terminated": {"exitCode": 1, "reason": "Error", "message": "ERROR: dataset CSV has no rows"}}
+UNSCHEDULABLE = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "Unschedulable",
+    "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
+}
+
+
+@pytest.mark.parametrize(
+    ("final", "phase", "kind"),
+    [
+        (
+            (FAILED_JOB, [{"status": {"phase": "Failed", "containerStatuses": [{"name": "c", "state": EXIT_1}]}}]),
+            "failed",
+            "program",
+        ),
+        (
+            (FAILED_JOB, [{"status": {"phase": "Failed", "reason": "Evicted", "message": "DiskPressure"}}]),
+            "failed",
+            "infrastructure",
+        ),
+        (
+            ({"active": 1}, [{"status": {"phase": "Pending", "conditions": [UNSCHEDULABLE]}}]),
+            "pending",
+            "infrastructure",
+        ),
+        (SUCCEEDED, "succeeded", None),
+    ],
+    ids=["exit-code-1", "evicted", "unschedulable", "succeeded"],
+)
+def test_a_job_driven_through_its_states_is_read_and_classified(tmp_path: Path, final, phase, kind) -> None:
+    seen: list[Any] = []
+
+    async def scenario(stand_in, worker, configuration, flow_run) -> None:
+        namespace, name = await submit(worker, configuration, flow_run)
+        seen.append(await outcome_of(worker, configuration, namespace, name))
+        for status, pods in (RUNNING, final):
+            stand_in.set_state(namespace, name, status, pods)
+            seen.append(await outcome_of(worker, configuration, namespace, name))
+
+    stand_in = run_scenario(tmp_path, scenario)
+    assert [outcome.phase for outcome in seen] == ["pending", "running", phase]
+    assert (seen[-1].failure.kind if seen[-1].failure else None) == kind
+    assert seen[-1].retryable == (kind == "infrastructure")
+    pod_lists = [query for method, path, query, _ in stand_in.requests if path.endswith("/pods")]
+    assert all(query["labelSelector"].startswith("job-name=trial-001-train-") for query in pod_lists)
+
+
+def test_cancellation_deletes_the_job_with_propagation(tmp_path: Path) -> None:
+    from prefect.exceptions import InfrastructureNotFound
+
+    async def scenario(stand_in, worker, configuration, flow_run) -> None:
+        namespace, name = await submit(worker, configuration, flow_run)
+        stand_in.set_state(namespace, name, *RUNNING)
+        await worker.kill_infrastructure(f"{namespace}:{name}", configuration, grace_seconds=5)
+        assert (namespace, name) not in stand_in.jobs
+        with pytest.raises(InfrastructureNotFound):
+            await worker.kill_infrastructure(f"{namespace}:{name}", configuration)
+
+    stand_in = run_scenario(tmp_path, scenario)
+    deletes = [(path, query, body) for method, path, query, body in stand_in.requests if method == "DELETE"]
+    assert len(deletes) == 2
+    path, query, body = deletes[0]
+    assert path.startswith("/apis/batch/v1/namespaces/default/jobs/trial-001-train-")
+    options = {**query, **(body or {})}
+    assert options.get("propagationPolicy") == "Foreground"
+    assert str(options.get("gracePeriodSeconds")) == "5"
