@@ -15,7 +15,7 @@ from aoi_pipeline.pipeline.job_preview import preview_job, render_job
 
 def write_config(tmp_path: Path, **extra) -> Path:
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump({"workspace": "ws", "platform": "kubernetes", **extra}))
+    path.write_text(yaml.safe_dump({"workspace": "ws", **extra}))
     return path
 
 
@@ -32,7 +32,7 @@ def test_the_command_prints_the_job_manifest_with_the_gpu_share_and_mounts(tmp_p
 
 
 def test_gpus_auto_counts_the_pools_gpus_not_this_machines(tmp_path: Path) -> None:
-    config = config_from_mapping({"workspace": str(tmp_path), "platform": "kubernetes", "gpus": "auto"})
+    config = config_from_mapping({"workspace": str(tmp_path), "gpus": "auto"})
     assert preview_job(config, "train").gpus == 1
     assert preview_job(config, "sdg").gpus == 0
     assert preview_job(config.model_copy(update={"gpus": 0}), "train").gpus == 0

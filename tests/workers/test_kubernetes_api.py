@@ -106,7 +106,7 @@ async def _with_stand_in(tmp_path: Path, scenario: Callable[..., Awaitable[None]
     server = TestServer(stand_in.app, host="127.0.0.1")
     await server.start_server()
     try:
-        config = config_from_mapping({"workspace": str(tmp_path / "ws"), "platform": "kubernetes"})
+        config = config_from_mapping({"workspace": str(tmp_path / "ws")})
         job = TaoJob(
             name="trial_001.train", action="train", image=config.images.train, spec={}, results_dir=tmp_path, gpus=1
         )

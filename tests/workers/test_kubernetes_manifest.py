@@ -38,7 +38,7 @@ DNS_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?-")
 
 
 def config_for(tmp_path: Path, **kubernetes: Any):
-    data: dict[str, Any] = {"workspace": str(tmp_path / "ws"), "platform": "kubernetes"}
+    data: dict[str, Any] = {"workspace": str(tmp_path / "ws")}
     if kubernetes:
         data["kubernetes"] = kubernetes
     return config_from_mapping(data)
@@ -184,9 +184,7 @@ def test_a_pull_secret_from_a_block_needs_a_server_to_render(tmp_path: Path, mon
 
 
 def test_results_outside_the_workspace_volume_are_refused(tmp_path: Path) -> None:
-    config = config_from_mapping(
-        {"workspace": str(tmp_path / "ws"), "results_root": str(tmp_path / "elsewhere"), "platform": "kubernetes"}
-    )
+    config = config_from_mapping({"workspace": str(tmp_path / "ws"), "results_root": str(tmp_path / "elsewhere")})
     with pytest.raises(ConfigError, match="results_root"):
         job_variables(tao_job(config), config)
 

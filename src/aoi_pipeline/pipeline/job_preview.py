@@ -28,10 +28,11 @@ def action_image(config: PipelineConfig, action: str) -> str:
 
 
 def preview_job(config: PipelineConfig, action: str) -> TaoJob:
-    """The job a run of `config` would launch for `action` (an empty spec: the spec travels as a parameter)."""
+    """The job a run of `config` would launch for `action` on a work pool (an empty spec: it is a parameter)."""
     if action not in ACTIONS:
         raise ConfigError.at("--action", f"unknown action {action!r}", f"use one of {', '.join(ACTIONS)}")
-    context = job_context(config, visible_gpus=config.gpus_per_job if config.platform != "local" else None)
+    # The job is previewed for a work pool, whose nodes hold the GPUs: `gpus: auto` means GPUs are there.
+    context = job_context(config, visible_gpus=config.gpus_per_job)
     return context.job(
         name=f"preview.{action}",
         action=action,
