@@ -23,7 +23,7 @@ from typing import Any
 
 from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
-from aoi_pipeline.core.metric_contract import parse_target
+from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.report import write_report
 from aoi_pipeline.core.spec import dump_spec
 from aoi_pipeline.core.state import BASELINE, read_state

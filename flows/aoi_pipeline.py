@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from aoi_pipeline.approval import ApprovalRecord
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.lock import WorkspaceLock
-from aoi_pipeline.core.metric_contract import parse_target
+from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.spec import load_spec
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import AoiPipelineError

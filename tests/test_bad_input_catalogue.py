@@ -26,7 +26,8 @@ from aoi_pipeline.config import load_config
 from aoi_pipeline.core.dataset import read_dataset_csv, validate_dataset
 from aoi_pipeline.core.leakage import CsvInRoot, assert_no_leakage
 from aoi_pipeline.core.lock import WorkspaceLock
-from aoi_pipeline.core.metric_contract import evaluate_inference_csv, parse_target
+from aoi_pipeline.core.metric_result import evaluate_inference_csv
+from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.mining_pool import resolve_mining_pool
 from aoi_pipeline.core.spec import apply_overrides, baseline_spec, load_spec, validate_spec
 from aoi_pipeline.core.state import STATE_FILE, StageCommit, commit_stage, init_state, read_state

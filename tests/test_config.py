@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from aoi_pipeline.config import config_from_mapping, load_config
-from aoi_pipeline.core.metric_contract import parse_target
+from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.errors import ConfigError
 
 

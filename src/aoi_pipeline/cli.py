@@ -51,7 +51,8 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _kpi(args: argparse.Namespace) -> int:
-    from aoi_pipeline.core.metric_contract import evaluate_inference_csv, parse_target
+    from aoi_pipeline.core.metric_result import evaluate_inference_csv
+    from aoi_pipeline.core.metric_target import parse_target
 
     contract = parse_target(args.target)
     result = evaluate_inference_csv(contract, args.inference_csv, output_json=args.output_json)

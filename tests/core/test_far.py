@@ -14,11 +14,9 @@ from hypothesis import strategies as st
 from aoi_pipeline.core.far import (
     ScoredRows,
     far_at_recall,
-    far_result_json,
     read_scored_csv,
     threshold_at_recall,
 )
-from aoi_pipeline.core.metric_contract import parse_target
 from aoi_pipeline.errors import MetricContractError
 
 DEEPPCB = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "deeppcb-aoi"
@@ -166,19 +164,6 @@ def test_95_percent_of_20_defects_needs_19_of_them() -> None:
 def test_a_recall_outside_0_to_100_is_refused(recall: float) -> None:
     with pytest.raises(MetricContractError, match="outside"):
         threshold_at_recall(np.array([1.0, 2.0]), recall)
-
-
-def test_far_result_json_has_the_evaluator_result_shape() -> None:
-    contract = parse_target("FAR < 50% at Recall=100%")
-    document = far_result_json(far_at_recall(rows_of(["PASS", "open", "PASS"], [0.1, 0.5, 0.7]), 100.0), contract)
-    assert {key: document[key] for key in ("name", "value", "unit", "threshold", "constraints")} == {
-        "name": "far_pct",
-        "value": 50.0,
-        "unit": "%",
-        "threshold": 0.5,
-        "constraints": {"recall_pct": 100.0},
-    }
-    assert document["diagnostics"]["fp"] == 1 and document["diagnostics"]["n_pass"] == 2
 
 
 # ------------------------------------------------------------------------------------------------ CSV

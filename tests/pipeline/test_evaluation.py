@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aoi_pipeline.core.metric_contract import parse_target, render_target
+from aoi_pipeline.core.metric_target import parse_target, render_target
 from aoi_pipeline.core.spec import baseline_spec, get_key
 from aoi_pipeline.core.state import StageCommit, commit_stage, init_state, next_stage, read_state
 from aoi_pipeline.errors import AoiPipelineError, ProgramJobError

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aoi_pipeline.core.metric_contract import parse_target
+from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.spec import ARCHITECTURE_KEYS, baseline_spec, dump_spec, get_key, load_spec, set_key
 from aoi_pipeline.core.state import (
     BASELINE,

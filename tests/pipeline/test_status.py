@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aoi_pipeline.core.files import atomic_write_json
-from aoi_pipeline.core.metric_contract import parse_target, render_target
+from aoi_pipeline.core.metric_target import parse_target, render_target
 from aoi_pipeline.core.state import StageCommit, commit_stage, init_state
 from aoi_pipeline.errors import StateError
 from aoi_pipeline.pipeline.layout import PHASES, PipelineRecord, RunLayout

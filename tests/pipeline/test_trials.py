@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from aoi_pipeline.config import AutomlSettings
-from aoi_pipeline.core.metric_contract import parse_target
+from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.spec import baseline_spec, get_key
 from aoi_pipeline.errors import SpecError, StateError
 from aoi_pipeline.jobs.failures import Failure

@@ -14,14 +14,11 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from aoi_pipeline.errors import MetricContractError, Problem
-
-if TYPE_CHECKING:
-    from aoi_pipeline.core.metric_contract import MetricContract
 
 PASS_LABEL = "PASS"
 MAX_LISTED_ROW_PROBLEMS = 20
@@ -238,28 +235,3 @@ def far_at_recall(rows: ScoredRows, recall_pct: float = 100.0) -> FarResult:
         n_defect=n_defect,
         requested_recall_pct=float(recall_pct),
     )
-
-
-def far_result_json(res: FarResult, contract: MetricContract) -> dict[str, Any]:
-    """The evaluator result document (name, value, unit, threshold, constraints, diagnostics)."""
-    return {
-        "name": contract.name,
-        "value": res.far_pct,
-        "unit": contract.unit,
-        "threshold": res.threshold,
-        "constraints": {"recall_pct": res.recall_pct},
-        "diagnostics": {
-            "requested_recall_pct": res.requested_recall_pct,
-            "recall_pct": res.recall_pct,
-            "precision_pct": res.precision_pct,
-            "f1": res.f1,
-            "tp": res.tp,
-            "fp": res.fp,
-            "tn": res.tn,
-            "fn": res.fn,
-            "n_pass": res.n_pass,
-            "n_defect": res.n_defect,
-            "prediction_rule": "defect iff siamese_score >= threshold",
-            "strict_threshold": res.strict_threshold,
-        },
-    }

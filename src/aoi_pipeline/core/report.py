@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from aoi_pipeline.core.files import atomic_write_text
-from aoi_pipeline.core.metric_contract import Candidate, MetricContract, MetricResult, pick_best, render_target
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.metric_result import Candidate, MetricResult, pick_best
+from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.state import (
     BASELINE,
     FINAL_AUTOML,

@@ -25,7 +25,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from aoi_pipeline.core.files import atomic_write_text, directory_flock, json_text
-from aoi_pipeline.core.metric_contract import MetricContract, check_result
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.metric_result import check_result
 from aoi_pipeline.errors import AoiPipelineError, Problem, StateError
 
 STATE_FILE = "deft_state.json"

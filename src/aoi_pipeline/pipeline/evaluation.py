@@ -13,19 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aoi_pipeline.core.metric_contract import (
-    Candidate,
-    MetricContract,
-    MetricResult,
-    evaluate_inference_csv,
-    pick_best,
-    render_target,
-)
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.metric_result import Candidate, MetricResult, evaluate_inference_csv, pick_best
+from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.spec import Spec, load_spec
 from aoi_pipeline.core.state import StageCommit, commit_stage
 from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
 from aoi_pipeline.jobs.job import TaoJob
+from aoi_pipeline.jobs.metric_command import run_evaluator_command
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
 from aoi_pipeline.pipeline.specs import inference_spec
@@ -135,7 +131,9 @@ def evaluate_iteration(
         require_success(runner.run(job))
         inference_csv = results_dir / "inference.csv"
         metric_json = results_dir / METRIC_RESULT_FILE
-        result = evaluate_inference_csv(contract, inference_csv, output_json=metric_json, iter_label=label)
+        result = evaluate_inference_csv(
+            contract, inference_csv, output_json=metric_json, iter_label=label, run_command=run_evaluator_command
+        )
         scored.append(EvaluatedCheckpoint(kind, checkpoint, inference_csv, metric_json, result))
     best = pick_best(contract, [Candidate(item.kind, item.result) for item in scored])
     winner = next(item for item in scored if best is not None and item.kind == best.label)

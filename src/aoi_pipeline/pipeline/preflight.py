@@ -33,7 +33,8 @@ from aoi_pipeline.config import AutomlSettings, PipelineConfig
 from aoi_pipeline.core.dataset import read_csv_table, read_dataset_csv
 from aoi_pipeline.core.files import sha256_file
 from aoi_pipeline.core.leakage import CsvInRoot, leaks_between, sample_keys
-from aoi_pipeline.core.metric_contract import MetricContract, parse_target, render_target
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.metric_target import parse_target, render_target
 from aoi_pipeline.core.search_space import SearchParam, build_search_space
 from aoi_pipeline.core.spec import Spec, get_key, load_spec, parse_override, set_key, validate_spec
 from aoi_pipeline.core.workspace import (

@@ -18,7 +18,8 @@ from typing import Any
 from aoi_pipeline.approval import ApprovalRecord
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.files import atomic_write_json, atomic_write_text
-from aoi_pipeline.core.metric_contract import MetricContract, render_target
+from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.spec import Spec, dump_spec, load_spec
 from aoi_pipeline.core.state import (
     BASELINE,
