@@ -25,7 +25,7 @@ from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
 from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.report import write_report
-from aoi_pipeline.core.spec import dump_spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.core.state import BASELINE, read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.jobs.job import JobResult, TaoJob
@@ -34,7 +34,7 @@ from aoi_pipeline.pipeline import deft
 from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.run import ensure_run_state, finalize_phase2, job_context, train_baseline
-from aoi_pipeline.pipeline.specs import workspace_base_spec
+from aoi_pipeline.pipeline.run_specs import workspace_base_spec
 
 TARGET = "FAR < 5% at Recall=99%"
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from aoi_pipeline.changenet.cli import main as changenet
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
-from aoi_pipeline.core.spec import baseline_spec, dump_spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "deeppcb-aoi"

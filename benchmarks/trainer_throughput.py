@@ -30,7 +30,7 @@ from aoi_pipeline.changenet.data import Augmentation, Normaliser, to_unit
 from aoi_pipeline.changenet.infer import autocast_dtype, configure_threads, prepare_input, select_device
 from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig
 from aoi_pipeline.changenet.train import TrainStep
-from aoi_pipeline.core.spec import baseline_spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,13 +15,13 @@ from aoi_pipeline.approval import ApprovalRecord
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.lock import WorkspaceLock
 from aoi_pipeline.core.metric_target import parse_target
-from aoi_pipeline.core.spec import load_spec
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout, new_run_name
 from aoi_pipeline.pipeline.resume import recorded_approval
 from aoi_pipeline.pipeline.run import ensure_run_state, job_context, phase2_best_checkpoint, phase2_training_csv
-from aoi_pipeline.pipeline.specs import with_train_csv, workspace_base_spec
+from aoi_pipeline.pipeline.run_specs import with_train_csv, workspace_base_spec
 from aoi_pipeline.pipeline.trials import read_outcome
 from flows.automl_sweep import automl_sweep
 from flows.deft_loop import deft_loop

@@ -29,7 +29,10 @@ from aoi_pipeline.core.lock import WorkspaceLock
 from aoi_pipeline.core.metric_result import evaluate_inference_csv
 from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.mining_pool import resolve_mining_pool
-from aoi_pipeline.core.spec import apply_overrides, baseline_spec, load_spec, validate_spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.overrides import apply_overrides
+from aoi_pipeline.core.spec.validation import validate_spec
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.state import STATE_FILE, StageCommit, commit_stage, init_state, read_state
 from aoi_pipeline.errors import (
     AoiPipelineError,

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aoi_pipeline.core.spec import load_yaml_text
+from aoi_pipeline.core.spec.yaml_io import load_yaml_text
 from aoi_pipeline.errors import ConfigError, Problem
 
 DEFAULT_TAO_PYT_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt"

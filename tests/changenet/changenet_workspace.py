@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from aoi_pipeline.core.spec import baseline_spec, dump_spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec
 
 HEADER = ("input_path", "golden_path", "label", "object_name", "boardname")
 LIGHT = "SolderLight"

@@ -13,7 +13,8 @@ from aoi_pipeline.changenet.runtime_spec import (
     split_overrides,
     unhonoured_keys,
 )
-from aoi_pipeline.core.spec import baseline_spec, dump_spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.errors import SpecError
 
 

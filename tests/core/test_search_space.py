@@ -12,7 +12,9 @@ from aoi_pipeline.core.search_space import (
     build_search_space,
     without_keys,
 )
-from aoi_pipeline.core.spec import ARCHITECTURE_KEYS, baseline_spec, get_key, set_key
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.derive import ARCHITECTURE_KEYS
+from aoi_pipeline.core.spec.keys import get_key, set_key
 from aoi_pipeline.errors import ConfigError
 
 

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from aoi_pipeline.core.metric_target import parse_target, render_target
-from aoi_pipeline.core.spec import baseline_spec, get_key
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.keys import get_key
 from aoi_pipeline.core.state import StageCommit, commit_stage, init_state, next_stage, read_state
 from aoi_pipeline.errors import AoiPipelineError, ProgramJobError
 from aoi_pipeline.jobs.failures import Failure
@@ -29,7 +30,7 @@ from aoi_pipeline.pipeline.evaluation import (
     evaluate_iteration,
 )
 from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.specs import training_spec
+from aoi_pipeline.pipeline.run_specs import training_spec
 
 CONTRACT = parse_target("FAR < 30% at Recall=100%")
 JOBS = JobContext(image="nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt", runtime="reference")

@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 
 from aoi_pipeline.core.metric_target import parse_target
-from aoi_pipeline.core.spec import ARCHITECTURE_KEYS, baseline_spec, dump_spec, get_key, load_spec, set_key
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.derive import ARCHITECTURE_KEYS
+from aoi_pipeline.core.spec.keys import get_key, set_key
+from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
 from aoi_pipeline.core.state import (
     BASELINE,
     FINAL_AUTOML,
@@ -38,7 +41,7 @@ from aoi_pipeline.pipeline.handoff import (
 )
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.run import finalize_phase2
-from aoi_pipeline.pipeline.specs import training_spec
+from aoi_pipeline.pipeline.run_specs import training_spec
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
 CONTRACT = parse_target("FAR < 10% at Recall=100%")

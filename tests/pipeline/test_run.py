@@ -20,7 +20,9 @@ from aoi_pipeline.approval import record_from_preapproval
 from aoi_pipeline.config import PipelineConfig, config_from_mapping
 from aoi_pipeline.core.files import json_text
 from aoi_pipeline.core.metric_target import parse_target, render_target
-from aoi_pipeline.core.spec import baseline_spec, get_key, load_spec, set_key
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.keys import get_key, set_key
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.state import BASELINE, FINAL_AUTOML, STATE_FILE, init_state, next_stage, read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import ProgramJobError

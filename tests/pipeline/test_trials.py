@@ -21,7 +21,8 @@ import yaml
 
 from aoi_pipeline.config import AutomlSettings
 from aoi_pipeline.core.metric_target import parse_target
-from aoi_pipeline.core.spec import baseline_spec, get_key
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.keys import get_key
 from aoi_pipeline.errors import SpecError, StateError
 from aoi_pipeline.jobs.failures import Failure
 from aoi_pipeline.jobs.job import JobResult, TaoJob
@@ -302,7 +303,7 @@ def test_a_real_tiny_trial_with_the_reference_runtime(tmp_path):
     from aoi_pipeline.config import DatasetSettings, PipelineConfig
     from aoi_pipeline.core.workspace import Workspace
     from aoi_pipeline.jobs.local import LocalLauncher
-    from aoi_pipeline.pipeline.specs import workspace_base_spec
+    from aoi_pipeline.pipeline.run_specs import workspace_base_spec
     from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
 
     root = write_workspace(tmp_path / "ws", SynthSpec(boards=12, size=32, tiles_per_board=8)).root

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from aoi_pipeline.core.files import atomic_write_bytes
-from aoi_pipeline.core.spec import require_same_architecture
+from aoi_pipeline.core.spec.derive import require_same_architecture
 from aoi_pipeline.errors import SpecError
 
 FORMAT = "aoi-changenet-classify/1"

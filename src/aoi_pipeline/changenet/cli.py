@@ -155,7 +155,8 @@ def _execute(spec: RuntimeSpec, job: object, status: StatusLog, warning: str | N
 
 
 def _run_sdg(spec_path: Path, overrides: Sequence[str]) -> int:
-    from aoi_pipeline.core.spec import deep_merge, load_spec, parse_override
+    from aoi_pipeline.core.spec.overrides import deep_merge, parse_override
+    from aoi_pipeline.core.spec.yaml_io import load_spec
 
     try:
         spec = load_spec(spec_path)

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.core.spec import apply_overrides, load_spec, parse_override, validate_spec
+from aoi_pipeline.core.spec.overrides import apply_overrides, parse_override
+from aoi_pipeline.core.spec.validation import validate_spec
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.errors import Problem, SpecError
 
 ACTIONS = ("train", "evaluate", "inference", "embed")

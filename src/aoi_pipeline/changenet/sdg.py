@@ -45,7 +45,7 @@ from aoi_pipeline.core.dataset import (
     write_dataset_csv,
 )
 from aoi_pipeline.core.files import atomic_write_json
-from aoi_pipeline.core.spec import load_spec
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.errors import DatasetError, Problem, SpecError
 from aoi_pipeline.synth.defects import DEFECT_TYPES, paint_defect
 

@@ -59,7 +59,7 @@ from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig
 from aoi_pipeline.changenet.runtime_spec import RuntimeSpec
 from aoi_pipeline.changenet.status import RUNNING, STARTED, StatusLog, duration
 from aoi_pipeline.core.dataset import DatasetCsv, validate_dataset
-from aoi_pipeline.core.spec import dump_spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.errors import RuntimeJobError, SpecError
 
 log = logging.getLogger("aoi_pipeline.changenet")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aoi_pipeline.core.spec import ARCHITECTURE_KEYS
+from aoi_pipeline.core.spec.derive import ARCHITECTURE_KEYS
 from aoi_pipeline.errors import ConfigError, Problem
 
 PINNED_KEYS = ("train.num_epochs", "dataset.classify.batch_size")

@@ -23,15 +23,16 @@ from aoi_pipeline.core.dataset import DatasetCsv, read_dataset_csv, write_datase
 from aoi_pipeline.core.leakage import CsvInRoot
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
-from aoi_pipeline.core.spec import Spec, dump_spec, load_spec
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
 from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import DatasetError
 from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.run import trained_checkpoint_fields
+from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
 from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
-from aoi_pipeline.pipeline.specs import training_spec, with_train_csv
 
 VCN_COLUMNS = ("input_path", "golden_path", "label", "object_name")
 

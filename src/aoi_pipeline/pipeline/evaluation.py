@@ -16,15 +16,16 @@ from pathlib import Path
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_result import Candidate, MetricResult, evaluate_inference_csv, pick_best
 from aoi_pipeline.core.metric_target import render_target
-from aoi_pipeline.core.spec import Spec, load_spec
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.state import StageCommit, commit_stage
 from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
 from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.jobs.metric_command import run_evaluator_command
 from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.run_specs import inference_spec
 from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
-from aoi_pipeline.pipeline.specs import inference_spec
 
 METRIC_RESULT_FILE = "metric_result.json"
 CHECKPOINT_KINDS = ("best_val", "latest")

@@ -22,7 +22,9 @@ from aoi_pipeline.core.files import atomic_write_json, atomic_write_text
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_result import Candidate, MetricResult, check_result, pick_best
 from aoi_pipeline.core.metric_target import render_target
-from aoi_pipeline.core.spec import Spec, dump_spec, get_key, load_spec, set_key
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.spec.keys import get_key, set_key
+from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
 from aoi_pipeline.core.state import (
     BASELINE,
     FINAL_AUTOML,

@@ -36,7 +36,11 @@ from aoi_pipeline.core.leakage import CsvInRoot, leaks_between, sample_keys
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_target import parse_target, render_target
 from aoi_pipeline.core.search_space import SearchParam, build_search_space
-from aoi_pipeline.core.spec import Spec, get_key, load_spec, parse_override, set_key, validate_spec
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.spec.keys import get_key, set_key
+from aoi_pipeline.core.spec.overrides import parse_override
+from aoi_pipeline.core.spec.validation import validate_spec
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.workspace import (
     KPI,
     MINING_POOL,
@@ -48,7 +52,7 @@ from aoi_pipeline.core.workspace import (
 )
 from aoi_pipeline.errors import AoiPipelineError, DatasetError, Problem
 from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.specs import inference_spec, spec_source, training_spec, workspace_base_spec
+from aoi_pipeline.pipeline.run_specs import inference_spec, spec_source, training_spec, workspace_base_spec
 
 SECTION_TITLES: tuple[str, ...] = (
     "Workspace, host, platform, network",

@@ -20,7 +20,8 @@ from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.files import atomic_write_json, atomic_write_text
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_target import render_target
-from aoi_pipeline.core.spec import Spec, dump_spec, load_spec
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
 from aoi_pipeline.core.state import (
     BASELINE,
     FINAL_AUTOML,
@@ -37,8 +38,8 @@ from aoi_pipeline.jobs.gpu import GpuSlots
 from aoi_pipeline.pipeline.evaluation import JobContext, evaluate_and_commit
 from aoi_pipeline.pipeline.handoff import BestModel, write_deployment_handoff
 from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.run_specs import training_spec
 from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
-from aoi_pipeline.pipeline.specs import training_spec
 from aoi_pipeline.pipeline.trials import TrialOutcome, min_val_loss
 
 

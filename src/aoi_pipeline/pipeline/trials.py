@@ -31,8 +31,8 @@ from aoi_pipeline.jobs.checkpoints import STATUS_FILE, best_val_checkpoint, late
 from aoi_pipeline.jobs.failures import Failure
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.status import read_status, validation_history
+from aoi_pipeline.pipeline.run_specs import inference_spec, training_spec
 from aoi_pipeline.pipeline.running import JobRunner
-from aoi_pipeline.pipeline.specs import inference_spec, training_spec
 
 TrialState = Literal["complete", "failed", "collapsed"]
 TRIAL_FILE = "trial.json"

@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 
 from aoi_pipeline.config import PipelineConfig, config_from_mapping
-from aoi_pipeline.core.spec import ARCHITECTURE_KEYS, baseline_spec, dump_spec, get_key, set_key
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.derive import ARCHITECTURE_KEYS
+from aoi_pipeline.core.spec.keys import get_key, set_key
+from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import SpecError
-from aoi_pipeline.pipeline.specs import (
+from aoi_pipeline.pipeline.run_specs import (
     inference_spec,
     pin_budget,
     spec_source,

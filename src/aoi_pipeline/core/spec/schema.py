@@ -3,9 +3,10 @@
 TAO merges a spec into its `ExperimentConfig` dataclasses with Hydra, so a misspelt key fails only when the
 container starts (or, for a key Hydra tolerates, silently does nothing). This module lists every key the
 classify task reads, with its type and, where TAO's config or schema states them, its allowed values and
-bounds, so `aoi_pipeline.core.spec` can reject a bad spec before any job is launched. Keys whose children are
-user-defined (`input_map`, `grid_map`, ...) are leaves of kind `map`; blocks TAO owns but classify never reads
-(`dataset.segment`, `quantize`, `gen_trt_engine.tensorrt`) are opaque maps, accepted and not inspected.
+bounds, so `aoi_pipeline.core.spec.validation` can reject a bad spec before any job is launched. Keys whose
+children are user-defined (`input_map`, `grid_map`, ...) are leaves of kind `map`; blocks TAO owns but classify
+never reads (`dataset.segment`, `quantize`, `gen_trt_engine.tensorrt`) are opaque maps, accepted and not
+inspected.
 """
 
 from __future__ import annotations

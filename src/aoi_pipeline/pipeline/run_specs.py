@@ -15,15 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from aoi_pipeline.config import PipelineConfig
-from aoi_pipeline.core.spec import (
-    Spec,
-    apply_overrides,
-    baseline_spec,
-    derive_eval_spec,
-    get_key,
-    load_spec,
-    set_key,
-)
+from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.derive import derive_eval_spec
+from aoi_pipeline.core.spec.keys import get_key, set_key
+from aoi_pipeline.core.spec.overrides import apply_overrides
+from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import SpecError
 
