@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from aoi_pipeline.config import load_config
-from aoi_pipeline.core.dataset import read_dataset_csv, validate_dataset
+from aoi_pipeline.core.dataset import read_dataset_csv
+from aoi_pipeline.core.dataset_validation import validate_dataset
 from aoi_pipeline.core.leakage import CsvInRoot, assert_no_leakage
 from aoi_pipeline.core.lock import WorkspaceLock
 from aoi_pipeline.core.metric_result import evaluate_inference_csv

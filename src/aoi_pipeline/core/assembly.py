@@ -35,7 +35,6 @@ from aoi_pipeline.core.dataset import (
     DatasetCsv,
     FileIndex,
     ProblemLog,
-    collect_dataset_problems,
     image_files,
     normalize_image_ext,
     normalize_label,
@@ -45,6 +44,7 @@ from aoi_pipeline.core.dataset import (
     read_dataset_csv,
     write_dataset_csv,
 )
+from aoi_pipeline.core.dataset_validation import collect_dataset_problems
 from aoi_pipeline.core.files import atomic_write_bytes, atomic_write_json
 from aoi_pipeline.core.leakage import CsvInRoot, Leak, find_leaks, leak_problems
 from aoi_pipeline.errors import DatasetError, LeakageError, Problem

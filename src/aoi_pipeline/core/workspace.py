@@ -19,14 +19,12 @@ from typing import Any
 from aoi_pipeline.core.dataset import (
     DatasetCsv,
     FileIndex,
-    Mode,
-    check_both_classes,
-    collect_dataset_problems,
     is_defect,
     normalize_image_ext,
     normalize_lights,
     read_dataset_csv,
 )
+from aoi_pipeline.core.dataset_validation import Mode, check_both_classes, collect_dataset_problems
 from aoi_pipeline.core.leakage import CsvInRoot, SampleKey, leak_problems, leaks_between, sample_keys
 from aoi_pipeline.core.mining_pool import ResolvedPool, pool_sample_keys, resolve_mining_pool
 from aoi_pipeline.errors import DatasetError, Problem
