@@ -26,7 +26,8 @@ from aoi_pipeline.core.far import far_at_recall, read_scored_csv
 from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.report import write_report
 from aoi_pipeline.core.spec.yaml_io import dump_spec
-from aoi_pipeline.core.state import BASELINE, read_state
+from aoi_pipeline.core.stages import BASELINE
+from aoi_pipeline.core.state import read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher

@@ -13,9 +13,10 @@ from prefect import flow
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.spec import Spec
-from aoi_pipeline.core.state import BASELINE, read_state
+from aoi_pipeline.core.stages import BASELINE, LoopStep, Stage, iteration_number
+from aoi_pipeline.core.state import read_state
 from aoi_pipeline.core.workspace import Workspace
-from aoi_pipeline.pipeline.deft import DeftContext, iteration_number, run_loop, stop_reason
+from aoi_pipeline.pipeline.deft import DeftContext, run_loop, stop_reason
 from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import RunLayout
 from tasks.deft import deft_stage, publish_iteration_summary, refresh_report, start_progress, update_progress
@@ -38,13 +39,13 @@ def deft_loop(
 
     def run_stage(label: str, stage: str) -> None:
         try:
-            if stage == "train" and label == BASELINE:
+            if stage == Stage.TRAIN and label == BASELINE:
                 train_baseline(layout, base_spec, config, jobs)
-            elif stage == "evaluate":
+            elif stage == Stage.EVALUATE:
                 evaluate(layout, label, contract, workspace, jobs)
                 if iteration_number(label):
                     publish_iteration_summary(ctx, label)
-            elif stage == "finalize":
+            elif stage == LoopStep.FINALIZE:
                 finalize_phase2(layout, label, stop_reason(ctx, label))
             else:
                 deft_stage(ctx, label, stage)

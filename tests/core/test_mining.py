@@ -31,7 +31,7 @@ from aoi_pipeline.core.mining import (
     write_mining_outputs,
 )
 from aoi_pipeline.core.mining_pool import resolve_mining_pool
-from aoi_pipeline.core.state import _STAGE_FIELDS
+from aoi_pipeline.core.stage_artifacts import STAGE_FIELDS
 from aoi_pipeline.errors import ConfigError, DatasetError, StateError
 from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
 
@@ -467,7 +467,7 @@ def test_write_mining_outputs_writes_consistent_evidence_for_the_state_commit(sy
     rows = mined_rows(pool, selection)
     run = MiningRun(iteration=2, target_count=2, embedding_dim=8, top_k=3, timings={"knn_topk": 0.25})
     paths = write_mining_outputs(tmp_path / "out", run=run, pool=pool, selection=selection, mined=rows, ledger=ledger)
-    assert set(paths) <= set(_STAGE_FIELDS["data_mining"][0])
+    assert set(paths) <= set(STAGE_FIELDS["data_mining"][0])
     assert all(path.stat().st_size > 0 for path in paths.values())
     summary = read_csv_table(paths["mining_summary"], required_columns=()).rows
     assert summary == (
@@ -480,9 +480,9 @@ def test_write_mining_outputs_writes_consistent_evidence_for_the_state_commit(sy
             "excluded_leak": "1",
         },
     )
-    mined = read_dataset_csv(paths["mining_mined_parquet"]).rows
+    mined = read_dataset_csv(paths["mining_mined_csv"]).rows
     assert [row["pool_row"] for row in mined] == ["5", "7"]
-    decisions = [row["decision"] for row in read_csv_table(paths["mining_candidate_parquet"], required_columns=()).rows]
+    decisions = [row["decision"] for row in read_csv_table(paths["mining_candidate_csv"], required_columns=()).rows]
     assert sorted(decisions) == sorted([KEPT, KEPT, ALREADY_MINED, EXCLUDED_LEAK, BELOW_MIN_SIMILARITY])
     history = json.loads(paths["mining_history_summary"].read_text())
     assert (history["history_count_before"], history["selected_count"], history["cumulative_unique_count"]) == (1, 2, 3)
@@ -503,5 +503,5 @@ def test_an_empty_selection_still_writes_a_header_only_mined_csv(ws, tmp_path):
     run = MiningRun(iteration=1, target_count=1, embedding_dim=4, top_k=5)
     ledger = MiningLedger(tmp_path / "mining_history.json")
     paths = write_mining_outputs(tmp_path / "out", run=run, pool=pool, selection=selection, mined=[], ledger=ledger)
-    assert read_dataset_csv(paths["mining_mined_parquet"]).rows == ()
+    assert read_dataset_csv(paths["mining_mined_csv"]).rows == ()
     assert "lower it" in json.loads(paths["mining_history_summary"].read_text())["recommendation"]

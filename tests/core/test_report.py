@@ -102,7 +102,7 @@ class Run:
             label,
             "rca",
             {
-                "rca_gaps_parquet": self.file(f"{label}/rca_results/t/kpi_gaps.csv", "label\n"),
+                "rca_gaps_csv": self.file(f"{label}/rca_results/t/kpi_gaps.csv", "label\n"),
                 "rca_threshold": 0.4375,
                 "rca_target_defects": defects,
             },
@@ -113,8 +113,8 @@ class Run:
             label,
             "routing",
             {
-                "routing_mining_parquet": self.file(f"{label}/routing/mining.csv", "x\n"),
-                "routing_anomalygen_parquet": self.file(f"{label}/routing/sdg.csv", "x\n"),
+                "routing_mining_csv": self.file(f"{label}/routing/mining.csv", "x\n"),
+                "routing_anomalygen_csv": self.file(f"{label}/routing/sdg.csv", "x\n"),
             },
         )
         self.commit(
@@ -133,8 +133,8 @@ class Run:
             label,
             "data_mining",
             {
-                "mining_mined_parquet": self.file(f"{base}/mined.csv", "x\n"),
-                "mining_candidate_parquet": self.file(f"{base}/candidates.csv", "x\n"),
+                "mining_mined_csv": self.file(f"{base}/mined.csv", "x\n"),
+                "mining_candidate_csv": self.file(f"{base}/candidates.csv", "x\n"),
                 "mining_summary": self.file(f"{base}/knn_summary.csv", "x\n"),
                 "mining_history": self.file("mining_history.json", "{}"),
                 "mining_history_summary": self.file(f"{base}/history_summary.json", "{}"),
@@ -231,8 +231,8 @@ def failed_run(tmp_path: Path) -> Run:
         "iter1",
         "routing",
         {
-            "routing_mining_parquet": run.file("iter1/routing/mining.csv", "x\n"),
-            "routing_anomalygen_parquet": run.file("iter1/routing/sdg.csv", "x\n"),
+            "routing_mining_csv": run.file("iter1/routing/mining.csv", "x\n"),
+            "routing_anomalygen_csv": run.file("iter1/routing/sdg.csv", "x\n"),
         },
     )
     run.commit("iter1", "anomalygen", {"job_rc": 3}, status="error", summary=HOSTILE)

@@ -188,7 +188,7 @@ def test_leakage_found_at_merge_is_a_hard_stop(
 
     def merge_with_a_validation_sample_mined(ctx: Any, label: str) -> dict:
         mined = Path(
-            json.loads((ctx.layout.root / "deft_state.json").read_text())["iterations"][label]["mining_mined_parquet"]
+            json.loads((ctx.layout.root / "deft_state.json").read_text())["iterations"][label]["mining_mined_csv"]
         )
         rows = _rows(mined)
         columns = list(rows[0]) if rows else ["input_path", "golden_path", "label", "object_name"]

@@ -20,14 +20,8 @@ from aoi_pipeline.core.spec.baseline import baseline_spec
 from aoi_pipeline.core.spec.derive import ARCHITECTURE_KEYS
 from aoi_pipeline.core.spec.keys import get_key, set_key
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
-from aoi_pipeline.core.state import (
-    BASELINE,
-    FINAL_AUTOML,
-    StageCommit,
-    commit_stage,
-    next_stage,
-    read_state,
-)
+from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
+from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
 from aoi_pipeline.errors import SpecError, StateError
 from aoi_pipeline.pipeline.handoff import (
     INFERENCE_CHECKPOINT,

@@ -23,7 +23,8 @@ from aoi_pipeline.core.metric_target import parse_target, render_target
 from aoi_pipeline.core.spec.baseline import baseline_spec
 from aoi_pipeline.core.spec.keys import get_key, set_key
 from aoi_pipeline.core.spec.yaml_io import load_spec
-from aoi_pipeline.core.state import BASELINE, FINAL_AUTOML, STATE_FILE, init_state, next_stage, read_state
+from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
+from aoi_pipeline.core.state import STATE_FILE, init_state, next_stage, read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob

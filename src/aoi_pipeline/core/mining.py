@@ -827,7 +827,7 @@ def write_mining_outputs(
     ledger: MiningLedger,
 ) -> dict[str, Path]:
     """Write the stage's evidence files into `out_dir` (`RD/iterN/mining_results/<TS>/`); return them by the
-    state field each fills (mining_summary, mining_candidate_parquet, mining_mined_parquet,
+    state field each fills (mining_summary, mining_candidate_csv, mining_mined_csv,
     mining_history_summary, mining_knn_log).
 
     Tables are CSV files; `mined.csv` holds exactly the `mined` rows (len == len(selection.kept), possibly
@@ -842,14 +842,14 @@ def write_mining_outputs(
     kept_keys = {normalize_pool_key(pool.rows[c.pool_index]["filepath"]) for c in selection.kept}
     paths = {
         "mining_summary": out_dir / KNN_SUMMARY_CSV,
-        "mining_candidate_parquet": out_dir / CANDIDATES_CSV,
-        "mining_mined_parquet": out_dir / MINED_CSV,
+        "mining_candidate_csv": out_dir / CANDIDATES_CSV,
+        "mining_mined_csv": out_dir / MINED_CSV,
         "mining_history_summary": out_dir / HISTORY_SUMMARY_JSON,
         "mining_knn_log": out_dir / KNN_LOG,
     }
     write_dataset_csv(paths["mining_summary"], _KNN_SUMMARY_COLUMNS, [_knn_summary_row(selection)])
-    write_dataset_csv(paths["mining_candidate_parquet"], _CANDIDATE_COLUMNS, _candidate_rows(pool, selection))
-    write_dataset_csv(paths["mining_mined_parquet"], mined_columns(pool), mined)
+    write_dataset_csv(paths["mining_candidate_csv"], _CANDIDATE_COLUMNS, _candidate_rows(pool, selection))
+    write_dataset_csv(paths["mining_mined_csv"], mined_columns(pool), mined)
     summary = history_summary(run, selection, history_count_before=len(history_before), ledger=ledger.path)
     summary["cumulative_unique_count"] = len(history_before | kept_keys)
     atomic_write_json(paths["mining_history_summary"], summary)

@@ -25,9 +25,11 @@ from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
+from aoi_pipeline.core.stages import BASELINE, LoopStep, Stage, iteration_number, previous_label
 from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
+from aoi_pipeline.core.state_entries import IterationEntry, iteration_entries, iteration_entry
 from aoi_pipeline.core.workspace import Workspace
-from aoi_pipeline.errors import DatasetError
+from aoi_pipeline.errors import DatasetError, StateError
 from aoi_pipeline.pipeline.evaluation import JobContext
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.run import trained_checkpoint_fields
@@ -61,15 +63,6 @@ class DeftContext:
         return self.contract.recall_target_pct or 100.0
 
 
-def iteration_number(label: str) -> int:
-    return int(label[4:]) if label.startswith("iter") else 0
-
-
-def previous_label(label: str) -> str:
-    number = iteration_number(label)
-    return "baseline" if number <= 1 else f"iter{number - 1}"
-
-
 def fresh_dir(base: Path) -> Path:
     """A new timestamped folder under `base` (a retried stage never writes into an earlier attempt's)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H%M%S")
@@ -95,8 +88,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _entry(ctx: DeftContext, label: str) -> dict[str, Any]:
-    return read_state(ctx.layout.root)["iterations"].get(label, {})
+def _entry(ctx: DeftContext, label: str) -> IterationEntry:
+    return iteration_entry(read_state(ctx.layout.root), label)
 
 
 # ------------------------------------------------------------------------------------------------ RCA
@@ -106,7 +99,7 @@ def run_rca(ctx: DeftContext, label: str) -> dict:
     """Gap analysis of `label`'s winning KPI inference; feeds the next iteration's routing."""
     started = time.monotonic()
     entry = _entry(ctx, label)
-    rows = _read_rows(Path(entry["inference_csv"]))
+    rows = _read_rows(entry.artifact("inference_csv"))
     result = rca.analyse_gaps(rows, recall_pct=ctx.recall_pct)
     out = fresh_dir(ctx.layout.iteration_dir(label) / "rca_results")
     artifacts = rca.write_rca(
@@ -119,11 +112,11 @@ def run_rca(ctx: DeftContext, label: str) -> dict:
     targets = ", ".join(result.target_defects[:4]) or "none"
     summary = f"RCA: threshold {result.threshold:.4g}, FAR {result.far_pct:.3g}%, targets {targets}"
     fields = {
-        "rca_gaps_parquet": str(artifacts.gaps_csv),
+        "rca_gaps_csv": str(artifacts.gaps_csv),
         "rca_threshold": result.threshold,
         "rca_target_defects": list(result.target_defects),
     }
-    return _commit(ctx, label, "rca", started, summary, fields)
+    return _commit(ctx, label, Stage.RCA, started, summary, fields)
 
 
 # -------------------------------------------------------------------------------------------- routing
@@ -144,8 +137,9 @@ def resolved_pool(ctx: DeftContext) -> ResolvedPool:
 def run_routing(ctx: DeftContext, label: str) -> dict:
     """Route the previous RCA's weak samples to mining and/or SDG, with the SDG allocation."""
     started = time.monotonic()
-    gaps = _read_rows(Path(_entry(ctx, previous_label(label))["rca_gaps_parquet"]))
-    targets = _entry(ctx, previous_label(label)).get("rca_target_defects", [])
+    analysed = _entry(ctx, previous_label(label))
+    gaps = _read_rows(analysed.artifact("rca_gaps_csv"))
+    targets = list(analysed.rca_target_defects)
     pool = resolved_pool(ctx)
     result = routing.route_gaps(
         gaps,
@@ -160,14 +154,14 @@ def run_routing(ctx: DeftContext, label: str) -> dict:
         f"(allocation {sum(result.allocation.values())}), dropped {', '.join(result.dropped) or 'none'}"
     )
     fields = {
-        "routing_mining_parquet": str(artifacts.mining_gaps_csv),
-        "routing_anomalygen_parquet": str(artifacts.sdg_gaps_csv),
+        "routing_mining_csv": str(artifacts.mining_gaps_csv),
+        "routing_anomalygen_csv": str(artifacts.sdg_gaps_csv),
     }
-    return _commit(ctx, label, "routing", started, summary, fields)
+    return _commit(ctx, label, Stage.ROUTING, started, summary, fields)
 
 
 def _routing_dir(ctx: DeftContext, label: str) -> Path:
-    return Path(_entry(ctx, label)["routing_mining_parquet"]).parent
+    return _entry(ctx, label).artifact("routing_mining_csv").parent
 
 
 # ------------------------------------------------------------------------------------------------ SDG
@@ -179,7 +173,7 @@ def run_sdg(ctx: DeftContext, label: str) -> dict:
     allocation_file = _routing_dir(ctx, label) / "allocation.json"
     allocation = {k: int(v) for k, v in json.loads(allocation_file.read_text(encoding="utf-8")).items() if int(v)}
     if not allocation:
-        return _skip(ctx, label, "anomalygen", started, "SDG skipped: zero routed defect rows")
+        return _skip(ctx, label, Stage.ANOMALYGEN, started, "SDG skipped: zero routed defect rows")
     results_dir = ctx.layout.iteration_dir(label) / "anomalygen" / "sdg"
     set_aside(results_dir)
     spec = {
@@ -216,17 +210,17 @@ def run_sdg(ctx: DeftContext, label: str) -> dict:
         "anomalygen_sdg_csv": str(results_dir / "SDG_result.csv"),
         "anomalygen_allocation_json": str(results_dir / "allocation.json"),
     }
-    return _commit(ctx, label, "anomalygen", started, summary, fields)
+    return _commit(ctx, label, Stage.ANOMALYGEN, started, summary, fields)
 
 
 # --------------------------------------------------------------------------------------------- mining
 
 
-def _embed(ctx: DeftContext, *, name: str, csv_path: Path, images_dir: Path, out: Path, best: Mapping) -> Path:
+def _embed(ctx: DeftContext, *, name: str, csv_path: Path, images_dir: Path, out: Path, best: IterationEntry) -> Path:
     """Embeddings of every row of a CSV with the current best model (the runtime's `embed` action)."""
-    spec: Spec = load_spec(Path(best["training_spec"]))
+    spec: Spec = load_spec(best.artifact("training_spec"))
     spec["embed"] = {
-        "checkpoint": best["best_ckpt_path"],
+        "checkpoint": str(best.artifact("best_ckpt_path")),
         "csv_path": str(csv_path),
         "images_dir": str(images_dir),
         "results_dir": str(out),
@@ -244,12 +238,12 @@ def _vcn_targets(rows: Sequence[Mapping[str, str]], path: Path) -> Path:
 def run_mining(ctx: DeftContext, label: str) -> dict:
     """k-NN mining of real pool images similar to the routed weak samples, never from validation or KPI."""
     started = time.monotonic()
-    targets = _read_rows(Path(_entry(ctx, label)["routing_mining_parquet"]))
+    targets = _read_rows(_entry(ctx, label).artifact("routing_mining_csv"))
     number = iteration_number(label)
     ledger = mining.MiningLedger(ctx.layout.root / "mining_history.json")
     if not targets:
         ledger.record(number, [], skipped=True, summary={"reason": "zero routed rows"})
-        return _skip(ctx, label, "data_mining", started, "Mining skipped: zero routed rows")
+        return _skip(ctx, label, Stage.DATA_MINING, started, "Mining skipped: zero routed rows")
     pool = resolved_pool(ctx)
     best = _entry(ctx, previous_label(label))
     out = fresh_dir(ctx.layout.iteration_dir(label) / "mining_results")
@@ -334,7 +328,7 @@ def run_mining(ctx: DeftContext, label: str) -> dict:
         "mining_source_log": str(source_log),
         "mining_mined_count": len(rows),
     }
-    return _commit(ctx, label, "data_mining", started, summary, fields)
+    return _commit(ctx, label, Stage.DATA_MINING, started, summary, fields)
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -344,8 +338,8 @@ def _previous_training(ctx: DeftContext, label: str) -> tuple[DatasetCsv, bool]:
     number = iteration_number(label)
     if number <= 1:
         return read_dataset_csv(ctx.workspace.training_csv), False
-    previous = _entry(ctx, f"iter{number - 1}")["combined_training_csv"]
-    return read_dataset_csv(Path(previous)), True
+    previous = _entry(ctx, f"iter{number - 1}").artifact("combined_training_csv")
+    return read_dataset_csv(previous), True
 
 
 def run_merge(ctx: DeftContext, label: str) -> dict:
@@ -355,9 +349,9 @@ def run_merge(ctx: DeftContext, label: str) -> dict:
     number = iteration_number(label)
     dataset_dir = ctx.layout.iteration_dir(label) / "dataset"
     sdg_rows: Sequence[Mapping[str, str]] = ()
-    if not entry.get("anomalygen_skipped"):
+    if not entry.anomalygen_skipped:
         ingest = assembly.ingest_sdg(
-            Path(entry["anomalygen_sdg_csv"]).parent,
+            entry.artifact("anomalygen_sdg_csv").parent,
             workspace_root=ctx.workspace.root,
             dataset_images_dir=dataset_dir / "images",
             subdir=f"synthetic_iter{number}",
@@ -366,8 +360,8 @@ def run_merge(ctx: DeftContext, label: str) -> dict:
         )
         sdg_rows = ingest.rows
     mined: Sequence[Mapping[str, str]] = ()
-    if not entry.get("data_mining_skipped"):
-        mined = _read_rows(Path(entry["mining_mined_parquet"]))
+    if not entry.data_mining_skipped:
+        mined = _read_rows(entry.artifact("mining_mined_csv"))
     if not sdg_rows and not mined:
         raise DatasetError.at(
             f"{label} merge",
@@ -377,7 +371,7 @@ def run_merge(ctx: DeftContext, label: str) -> dict:
     previous, in_workspace = _previous_training(ctx, label)
     previous_provenance = None
     if in_workspace:
-        previous_provenance = assembly.read_provenance(Path(_entry(ctx, f"iter{number - 1}")["provenance_csv"]))
+        previous_provenance = assembly.read_provenance(_entry(ctx, f"iter{number - 1}").artifact("provenance_csv"))
     merged = assembly.assemble(
         iteration=number,
         previous=previous,
@@ -407,7 +401,7 @@ def run_merge(ctx: DeftContext, label: str) -> dict:
         "provenance_csv": str(provenance),
         "merge_validation_report": str(report),
     }
-    return _commit(ctx, label, "data_merge", started, summary, fields)
+    return _commit(ctx, label, Stage.DATA_MERGE, started, summary, fields)
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -417,8 +411,8 @@ def run_iteration_train(ctx: DeftContext, label: str) -> dict:
     """Retrain on the combined CSV, warm-started from the previous best, same epoch budget, fresh dir."""
     started = time.monotonic()
     best = _entry(ctx, previous_label(label))
-    combined = Path(_entry(ctx, label)["combined_training_csv"])
-    base = with_train_csv(load_spec(Path(best["training_spec"])), csv_path=combined, images_dir=ctx.workspace.root)
+    combined = _entry(ctx, label).artifact("combined_training_csv")
+    base = with_train_csv(load_spec(best.artifact("training_spec")), csv_path=combined, images_dir=ctx.workspace.root)
     train_dir = ctx.layout.train_dir(label)
     set_aside(train_dir)
     spec = training_spec(
@@ -426,7 +420,7 @@ def run_iteration_train(ctx: DeftContext, label: str) -> dict:
         results_dir=train_dir,
         num_epochs=ctx.config.deft.num_epochs,
         batch_size=ctx.config.phase1.batch_size,
-        pretrained_model=Path(best["best_ckpt_path"]),
+        pretrained_model=best.artifact("best_ckpt_path"),
     )
     spec_path = ctx.layout.iteration_spec(label)
     dump_spec(spec, spec_path)
@@ -434,10 +428,8 @@ def run_iteration_train(ctx: DeftContext, label: str) -> dict:
         ctx.runner.run(ctx.jobs.job(name=f"{label}-train", action="train", spec=spec, results_dir=train_dir))
     )
     fields = trained_checkpoint_fields(train_dir, spec_path)
-    summary = (
-        f"{label} trained {ctx.config.deft.num_epochs} epochs on {combined.name}, warm from {best['best_ckpt_path']}"
-    )
-    return _commit(ctx, label, "train", started, summary, fields)
+    summary = f"{label} trained {ctx.config.deft.num_epochs} epochs on {combined.name}, warm from {best.best_ckpt_path}"
+    return _commit(ctx, label, Stage.TRAIN, started, summary, fields)
 
 
 def commit_failure(ctx: DeftContext, label: str, stage: str, error: Exception, started: float) -> None:
@@ -463,8 +455,8 @@ def _sources(provenance: Path) -> dict[str, int]:
 def _rca_gaps(state: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per iteration, the RCA's per-type gaps (from the metrics.json beside its gaps table), worst first."""
     gaps: dict[str, list[dict[str, Any]]] = {}
-    for label, entry in state["iterations"].items():
-        table = entry.get("rca_gaps_parquet")
+    for label, entry in iteration_entries(state).items():
+        table = entry.rca_gaps_csv
         metrics = Path(table).parent / "metrics.json" if table else None
         if metrics is None or not metrics.exists():
             continue
@@ -485,17 +477,17 @@ def _rca_gaps(state: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def report_extras(ctx: DeftContext) -> dict[str, Any]:
     """What the report shows beyond the state: rows by source, SDG/mining counts, pool share, the handoff."""
     state = read_state(ctx.layout.root)
-    growth: dict[str, dict[str, int]] = {"baseline": {"base_train": len(_read_rows(ctx.workspace.training_csv))}}
+    growth: dict[str, dict[str, int]] = {BASELINE: {"base_train": len(_read_rows(ctx.workspace.training_csv))}}
     counts: dict[str, dict[str, Any]] = {}
     mined_total = 0
-    for label, entry in state["iterations"].items():
-        if entry.get("provenance_csv") and Path(entry["provenance_csv"]).exists():
-            growth[label] = _sources(Path(entry["provenance_csv"]))
-        if "mining_mined_count" in entry or "anomalygen_sdg_csv" in entry:
-            sdg = entry.get("anomalygen_sdg_csv")
+    for label, entry in iteration_entries(state).items():
+        if entry.provenance_csv and Path(entry.provenance_csv).exists():
+            growth[label] = _sources(Path(entry.provenance_csv))
+        if entry.mining_mined_count is not None or entry.anomalygen_sdg_csv:
+            sdg = entry.anomalygen_sdg_csv
             generated = len(_read_rows(Path(sdg))) if sdg and Path(sdg).exists() else 0
             counts[label] = {"sdg_generated": generated}
-            mined_total += int(entry.get("mining_mined_count", 0))
+            mined_total += entry.mining_mined_count or 0
     extras: dict[str, Any] = {
         "training_rows_by_source": growth,
         "sdg_and_mining": counts,
@@ -513,21 +505,27 @@ def report_extras(ctx: DeftContext) -> dict[str, Any]:
 def iteration_summary(ctx: DeftContext, label: str) -> str:
     """A short markdown summary of one evaluated iteration (the per-iteration Prefect artifact)."""
     state = read_state(ctx.layout.root)
-    entry = state["iterations"][label]
-    result = entry["metric_result"]
-    previous = state["iterations"].get(previous_label(label), {}).get("metric_result")
+    entry = iteration_entry(state, label)
+    result = entry.metric_result
+    if result is None or result.value is None:
+        raise StateError.at(
+            f"deft_state.json: iterations.{label}.metric_result",
+            "is not recorded, so the iteration cannot be summarised",
+            f"summarise {label} only after its evaluate stage is committed",
+        )
+    previous = iteration_entry(state, previous_label(label)).metric_result
     unit = ctx.contract.unit
     lines = [
         f"## DEFT {label}",
-        f"- {ctx.contract.display_name}: **{result['value']:.4g}{unit}** "
-        f"({'meets' if result['passed'] else 'misses'} the target)",
+        f"- {ctx.contract.display_name}: **{result.value:.4g}{unit}** "
+        f"({'meets' if result.passed else 'misses'} the target)",
     ]
-    if previous is not None and label != previous_label(label):
-        lines.append(f"- change vs {previous_label(label)}: {result['value'] - previous['value']:+.4g}{unit}")
-    if entry.get("provenance_csv"):
-        sources = ", ".join(f"{k} {v}" for k, v in _sources(Path(entry["provenance_csv"])).items())
+    if previous is not None and previous.value is not None and label != previous_label(label):
+        lines.append(f"- change vs {previous_label(label)}: {result.value - previous.value:+.4g}{unit}")
+    if entry.provenance_csv:
+        sources = ", ".join(f"{k} {v}" for k, v in _sources(Path(entry.provenance_csv)).items())
         lines.append(f"- training rows by source: {sources}")
-    lines.append(f"- checkpoint: `{entry['best_ckpt_path']}`")
+    lines.append(f"- checkpoint: `{entry.best_ckpt_path}`")
     return "\n".join(lines) + "\n"
 
 
@@ -538,15 +536,14 @@ def next_step(ctx: DeftContext) -> tuple[str, str]:
     """(label, stage) the loop runs next; after a hard stop, the failed stage (a rerun retries it once)."""
     state = read_state(ctx.layout.root)
     step = next_stage(state)
-    if step.stage != "halt":
+    if step.stage != LoopStep.HALT:
         return step.label, step.stage
     failed = state["events"][-1]
-    return failed["iter"], "finalize" if failed["stage"] == "loop_stop" else failed["stage"]
+    return failed["iter"], LoopStep.FINALIZE if failed["stage"] == Stage.LOOP_STOP else failed["stage"]
 
 
 def stop_reason(ctx: DeftContext, label: str) -> str:
-    passed = _entry(ctx, label)["metric_result"]["passed"]
-    return "metric_met" if passed else "max_iterations"
+    return "metric_met" if _entry(ctx, label).passed else "max_iterations"
 
 
 def run_loop(ctx: DeftContext, run_stage: Callable[[str, str], None]) -> str:
@@ -557,16 +554,16 @@ def run_loop(ctx: DeftContext, run_stage: Callable[[str, str], None]) -> str:
     """
     while True:
         label, stage = next_step(ctx)
-        if stage == "complete":
+        if stage == LoopStep.COMPLETE:
             return label
         run_stage(label, stage)
 
 
 ITERATION_STAGES: dict[str, Callable[[DeftContext, str], dict]] = {
-    "rca": run_rca,
-    "routing": run_routing,
-    "anomalygen": run_sdg,
-    "data_mining": run_mining,
-    "data_merge": run_merge,
-    "train": run_iteration_train,
+    Stage.RCA: run_rca,
+    Stage.ROUTING: run_routing,
+    Stage.ANOMALYGEN: run_sdg,
+    Stage.DATA_MINING: run_mining,
+    Stage.DATA_MERGE: run_merge,
+    Stage.TRAIN: run_iteration_train,
 }

@@ -25,14 +25,8 @@ from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.keys import get_key, set_key
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
-from aoi_pipeline.core.state import (
-    BASELINE,
-    FINAL_AUTOML,
-    init_state,
-    preseed_baseline,
-    read_state,
-    state_path,
-)
+from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
+from aoi_pipeline.core.state import init_state, preseed_baseline, read_state, state_path
 from aoi_pipeline.errors import StateError
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.trials import TrialOutcome

@@ -22,15 +22,8 @@ from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
-from aoi_pipeline.core.state import (
-    BASELINE,
-    FINAL_AUTOML,
-    STATE_FILE,
-    StageCommit,
-    commit_stage,
-    init_state,
-    read_state,
-)
+from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
+from aoi_pipeline.core.state import STATE_FILE, StageCommit, commit_stage, init_state, read_state
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
