@@ -324,11 +324,18 @@ def _commit_problems(state: Mapping[str, Any], commit: StageCommit) -> list[Prob
                 "drop the fields, or commit the stage as run",
             )
         )
-    problems.extend(
+    problems.extend(_field_problems(commit, where))
+    if not problems:
+        problems.extend(_order_problems(state, commit, where))
+    return problems
+
+
+def _field_problems(commit: StageCommit, where: str) -> list[Problem]:
+    problems = [
         Problem(f"{where}: fields", f"field name {name!r} is not text", "name fields by their state keys")
         for name in commit.fields
         if not isinstance(name, str)
-    )
+    ]
     if commit.status == "error":  # ok commits are checked field by field in stage_record
         problems.extend(
             Problem(
@@ -339,8 +346,6 @@ def _commit_problems(state: Mapping[str, Any], commit: StageCommit) -> list[Prob
             for name, value in jsonable(commit.fields).items()
             if not is_json(value)
         )
-    if not problems:
-        problems.extend(_order_problems(state, commit, where))
     return problems
 
 
