@@ -31,7 +31,8 @@ _DEMO_SPEC_OVERRIDES = [
     f"dataset.classify.image_width={DEMO_SIZE}",
     f"dataset.classify.image_height={DEMO_SIZE}",
     "dataset.classify.workers=0",
-    "model.classify.difference_module=euclidean",
+    "model.classify.difference_module=learnable",
+    "model.classify.embed_dec=8",
     "train.optim.lr=1e-3",
 ]
 

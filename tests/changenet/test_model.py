@@ -1,4 +1,4 @@
-"""The Siamese network: shift-tolerant matching, shapes, scores and configuration rules."""
+"""The network: shift-tolerant matching, shapes, scores, backbones and configuration rules."""
 
 from __future__ import annotations
 
@@ -57,6 +57,42 @@ def test_outputs_scores_and_embedding_sizes(module: str, loss: str, scales: int,
     assert scores.shape == (3,) and bool(((scores >= 0) & (scores <= 1)).all())
     loss_value = model.loss(head_output, torch.tensor([0, 1, 1]), torch.tensor([1.0, 10.0]))
     assert torch.isfinite(loss_value)
+
+
+@pytest.mark.parametrize("backbone", ["small", "resnet"])
+def test_both_backbones_give_logits_and_an_embedding_of_the_configured_size(backbone: str) -> None:
+    config = ModelConfig(in_channels=1, num_scales=3, embed_dec=5, backbone=backbone)
+    model = ChangeNetClassifier(config).eval()
+    with torch.no_grad():
+        head_output, embedding = model(torch.randn(2, 1, 48, 48), torch.randn(2, 1, 48, 48))
+    assert head_output.shape == (2, 2) and embedding.shape == (2, 2 * 5 * 3)
+
+
+def test_the_resnet_backbone_is_the_larger_one() -> None:
+    small = ChangeNetClassifier(ModelConfig(in_channels=1, backbone="small"))
+    resnet = ChangeNetClassifier(ModelConfig(in_channels=1, backbone="resnet"))
+    assert sum(p.numel() for p in resnet.parameters()) > 5 * sum(p.numel() for p in small.parameters())
+
+
+def test_a_misregistered_copy_of_the_golden_scores_as_a_perfect_match() -> None:
+    golden = (torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(4)) > 0.5).float()
+    shifted = torch.roll(golden, shifts=(3, -2), dims=(2, 3))
+    model = ChangeNetClassifier(ModelConfig(in_channels=1)).eval()
+    unregistered = ChangeNetClassifier(ModelConfig(in_channels=1, register_fraction=0.0)).eval()
+    unregistered.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        perfect = model(shifted, shifted)[1]
+        assert torch.allclose(model(shifted, golden)[1], perfect, atol=1e-6)
+        assert not torch.allclose(unregistered(shifted, golden)[1], perfect, atol=1e-3)
+
+
+def test_a_checkpoint_of_the_earlier_siamese_layout_is_refused_with_the_reason() -> None:
+    stored = ModelConfig(in_channels=1).to_dict()
+    del stored["version"], stored["backbone"], stored["register_fraction"]
+    with pytest.raises(ValueError, match="layout 1"):
+        ModelConfig.from_dict(stored)
+    with pytest.raises(ValueError, match="backbone"):
+        ModelConfig(in_channels=1, backbone="vit")
 
 
 def test_learnable_difference_modules_sets_the_compared_scales() -> None:

@@ -231,6 +231,7 @@ def plan_scoring(spec: RuntimeSpec) -> ScoringJob:
     path = Path(spec.value(checkpoint_key))
     checkpoint = load_checkpoint(path, key=checkpoint_key)
     require_matching_architecture(checkpoint, spec.tao_spec(), key=checkpoint_key)
+    stored_model_config(checkpoint, key=checkpoint_key)
     layout = ImageLayout.from_dict(checkpoint["layout"])
     images_dir = Path(spec.value(images_key))
     dataset = validate_dataset(
@@ -241,6 +242,14 @@ def plan_scoring(spec: RuntimeSpec) -> ScoringJob:
         mode="evaluate" if action == "evaluate" else "inference",
     )
     return ScoringJob(spec, checkpoint_key, path, checkpoint, dataset, images_dir, batch_size)
+
+
+def stored_model_config(checkpoint: dict[str, Any], *, key: str) -> ModelConfig:
+    """The network a checkpoint was trained with; SpecError naming `key` when this runtime cannot build it."""
+    try:
+        return ModelConfig.from_dict(checkpoint["model_config"])
+    except ValueError as error:
+        raise SpecError.at(key, str(error), "point the key at a checkpoint trained by this runtime") from None
 
 
 def load_model(checkpoint: dict[str, Any], device: torch.device) -> ChangeNetClassifier:

@@ -1,14 +1,23 @@
-"""The reference Visual ChangeNet classify network: a small Siamese CNN, shift-tolerant difference modules.
+"""The reference Visual ChangeNet classify network: a small CNN that classifies a (test, golden) pair.
 
-Real AOI pairs are misregistered: a PASS tile often differs from its golden by a shift of several pixels on
-dense traces, in more pixels than a real defect changes. Both difference modules therefore compare each test
-feature with the *nearest* golden feature inside a small window (and each golden feature with the nearest test
-feature, so missing copper counts as much as extra copper), instead of the feature at the same position.
-`euclidean` turns those distance maps into a few pooled statistics and a linear head; `learnable` feeds the
-aligned feature differences, the distance maps and the test context through a small learned convolution per
-scale (`learnable_difference_modules` scales, finest first). Both end in a 2-class head trained with
-cross-entropy (`siamese_score` = softmax probability of class 1), or, for `euclidean` with the `contrastive`
-loss, in one distance mapped into [0, 1]. The pooled vector in front of the head is the pair's embedding.
+Both modules first register the golden onto the test image (`registration`: phase correlation, an integer
+shift of up to `register_fraction` of the image side), because a real scan is misregistered by a few pixels
+and on dense traces such a shift changes more pixels than a defect does.
+
+`learnable` (the default) fuses the pair at the input: one encoder sees the test image, the registered golden
+and their absolute difference as channels, so even its first full-resolution layer can tell a compact
+defect from scattered binarisation noise along copper edges. Comparing separately encoded (Siamese)
+features, as TAO's ChangeNet does with its large pretrained backbone, did not learn from a few hundred pairs
+from scratch: at strides of 4 px and more a 12-pixel defect shrinks to one feature cell. Each of the
+`learnable_difference_modules` scales (strides 2, 4, 8, 16; finest first) is projected to `embed_dec`
+channels and pooled; a small head gives the 2-class logits. `backbone` picks the encoder: `small` (two
+convolutions per scale, about 0.4M parameters, the CPU default) or `resnet` (two residual blocks per scale,
+wider, about 5M parameters, for GPUs and data sets of many designs).
+
+`euclidean` keeps TAO's parameter-free comparison: a shared (Siamese) encoder, then each test feature is
+compared with the *nearest* golden feature inside a small window and vice versa (so missing copper counts as
+much as extra copper); the pooled distances feed a linear head, or with the `contrastive` loss one distance
+mapped into [0, 1]. The pooled vector in front of the head is the pair's embedding.
 """
 
 from __future__ import annotations
@@ -20,15 +29,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aoi_pipeline.changenet.registration import max_shift_pixels, register
+
 DIFFERENCE_MODULES = ("learnable", "euclidean")
 LOSSES = ("ce", "contrastive")
+BACKBONES = ("small", "resnet")
 MAX_SCALES = 4
+#: Bumped when the network's layers change, so a checkpoint of another layout is refused with a clear message.
+ARCHITECTURE_VERSION = 2
 
-#: Encoder width of the stem (stride 2) and of each compared scale (strides 4, 8, 16, 32).
+#: Siamese encoder (euclidean): width of the stem (stride 2) and of each compared scale (strides 4 .. 32).
 STEM_WIDTH = 16
 SCALE_WIDTHS = (32, 64, 96, 128)
-#: Search radius in feature cells per scale: +-8 px at strides 4 and 8, +-16 and +-32 px beyond.
+#: Search radius in feature cells per scale (euclidean), left for local misregistration after the global one is
+#: registered: +-8 px at strides 4 and 8, +-16 and +-32 px beyond.
 SEARCH_RADII = (2, 1, 1, 1)
+#: Fused encoders (learnable): stem width at full resolution and the width of each scale (strides 2 .. 16).
+FUSED_WIDTHS = {"small": (16, (32, 64, 96, 128)), "resnet": (32, (48, 96, 192, 384))}
+#: Registration search radius as a share of the image side: 5 px at 64 px, 13 px at 160 px.
+DEFAULT_REGISTER_FRACTION = 0.08
 
 
 @dataclass(frozen=True)
@@ -42,10 +61,23 @@ class ModelConfig:
     top_k: int = 5
     loss: str = "ce"
     margin: float = 2.0
+    backbone: str = "small"
+    register_fraction: float = DEFAULT_REGISTER_FRACTION
+    version: int = ARCHITECTURE_VERSION
 
     def __post_init__(self) -> None:
         if self.difference_module not in DIFFERENCE_MODULES:
             raise ValueError(f"difference_module must be one of {DIFFERENCE_MODULES}, not {self.difference_module!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, not {self.backbone!r}")
+        if not 0.0 <= self.register_fraction < 0.5:
+            raise ValueError(f"register_fraction must be within [0, 0.5), not {self.register_fraction}")
+        if self.version != ARCHITECTURE_VERSION:
+            raise ValueError(
+                f"the checkpoint holds network layout {self.version}; this runtime builds layout "
+                f"{ARCHITECTURE_VERSION} (registered early-fusion encoder), so its weights cannot be loaded: "
+                "train the model again with this version"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if self.loss == "contrastive" and self.difference_module != "euclidean":
@@ -66,7 +98,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        # Checkpoints written before the layout was versioned hold the Siamese learnable module (layout 1).
+        return cls(**{"version": 1, **{key: value for key, value in data.items() if key in known}})
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, *, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -143,29 +176,71 @@ def pool(maps: torch.Tensor, top_k: int) -> torch.Tensor:
     return torch.cat([strongest, flat.mean(dim=-1)], dim=1)
 
 
-class LearnableDifference(nn.Module):
-    """One scale of the learnable module: aligned differences both ways, distances and context, convolved."""
+class ResidualBlock(nn.Module):
+    """A ResNet basic block: two 3x3 convolutions and a shortcut (projected when the shape changes)."""
 
-    def __init__(self, channels: int, embed_dec: int, radius: int, top_k: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
-        self.radius, self.top_k = radius, top_k
-        self.mix = conv_bn_relu(3 * channels + 2, embed_dec, kernel=1)
-        self.refine = conv_bn_relu(embed_dec, embed_dec)
-
-    def forward(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
-        golden_at_test, test_to_golden = nearest_in_window(test, golden, self.radius)
-        test_at_golden, golden_to_test = nearest_in_window(golden, test, self.radius)
-        stacked = torch.cat(
-            [
-                (test - golden_at_test).abs(),
-                (golden - test_at_golden).abs(),
-                test,
-                test_to_golden,
-                golden_to_test,
-            ],
-            dim=1,
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, out_channels, stride=stride),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
         )
-        return pool(self.refine(self.mix(stacked)), self.top_k)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x), inplace=True)
+
+
+class FusedEncoder(nn.Module):
+    """The learnable module's encoder of one fused pair: test, registered golden and |test - golden| as
+    channels, a full-resolution stem, then one stage per scale (strides 2, 4, 8, 16)."""
+
+    def __init__(self, in_channels: int, num_scales: int, backbone: str) -> None:
+        super().__init__()
+        stem_width, scale_widths = FUSED_WIDTHS[backbone]
+        self.stem = conv_bn_relu(3 * in_channels, stem_width)
+        widths = (stem_width, *scale_widths[:num_scales])
+        if backbone == "resnet":
+            stages = [
+                nn.Sequential(
+                    ResidualBlock(widths[i], widths[i + 1], 2), ResidualBlock(widths[i + 1], widths[i + 1], 1)
+                )
+                for i in range(num_scales)
+            ]
+        else:
+            stages = [
+                nn.Sequential(
+                    conv_bn_relu(widths[i], widths[i + 1], stride=2), conv_bn_relu(widths[i + 1], widths[i + 1])
+                )
+                for i in range(num_scales)
+            ]
+        self.stages = nn.ModuleList(stages)
+        self.widths = widths[1:]
+
+    def forward(self, test: torch.Tensor, golden: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(torch.cat([test, golden, (test - golden).abs()], dim=1))
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class LearnableDifference(nn.Module):
+    """One scale of the learnable module: the fused features projected to `embed_dec` channels and pooled."""
+
+    def __init__(self, channels: int, embed_dec: int, top_k: int) -> None:
+        super().__init__()
+        self.top_k = top_k
+        self.project = conv_bn_relu(channels, embed_dec, kernel=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return pool(self.project(features), self.top_k)
 
 
 class EuclideanDifference(nn.Module):
@@ -182,7 +257,7 @@ class EuclideanDifference(nn.Module):
 
 
 class ChangeNetClassifier(nn.Module):
-    """Siamese classifier of (test, golden) pairs. `forward` returns (head output, embedding).
+    """Classifier of (test, golden) pairs. `forward` returns (head output, embedding).
 
     The head output is [B, 2] logits for the `ce` loss and a [B] non-negative distance for `contrastive`.
     """
@@ -191,11 +266,11 @@ class ChangeNetClassifier(nn.Module):
         super().__init__()
         self.config = config
         scales = config.scales_used
-        self.encoder = Encoder(config.in_channels, scales)
+        self.encoder: nn.Module
         if config.difference_module == "learnable":
+            self.encoder = FusedEncoder(config.in_channels, scales, config.backbone)
             self.differences = nn.ModuleList(
-                LearnableDifference(SCALE_WIDTHS[i], config.embed_dec, SEARCH_RADII[i], config.top_k)
-                for i in range(scales)
+                LearnableDifference(width, config.embed_dec, config.top_k) for width in self.encoder.widths
             )
             embedding_dim = 2 * config.embed_dec * scales
             self.head: nn.Module = nn.Sequential(
@@ -204,6 +279,7 @@ class ChangeNetClassifier(nn.Module):
                 nn.Linear(config.embed_dec, 2),
             )
         else:
+            self.encoder = Encoder(config.in_channels, scales)
             self.differences = nn.ModuleList(EuclideanDifference(SEARCH_RADII[i], config.top_k) for i in range(scales))
             embedding_dim = 4 * scales
             self.head = nn.Linear(embedding_dim, 1 if config.loss == "contrastive" else 2)
@@ -218,13 +294,27 @@ class ChangeNetClassifier(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def registered(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
+        """The golden registered onto the test image (see `registration`)."""
+        height, width = test.shape[-2:]
+        return register(test, golden, max_shift_pixels(self.config.register_fraction, height, width))
+
+    def _features(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-scale features of the test side (the fused pair for learnable) and the pooled embedding."""
+        golden = self.registered(test, golden)
+        if self.config.difference_module == "learnable":
+            features = self.encoder(test, golden)
+            embedding = torch.cat([module(f) for module, f in zip(self.differences, features, strict=True)], dim=1)
+            return features, embedding
         batch = test.shape[0]
-        features = self.encoder(torch.cat([test, golden], dim=0))
+        both = self.encoder(torch.cat([test, golden], dim=0))
         embedding = torch.cat(
-            [module(f[:batch], f[batch:]) for module, f in zip(self.differences, features, strict=True)],
-            dim=1,
+            [module(f[:batch], f[batch:]) for module, f in zip(self.differences, both, strict=True)], dim=1
         )
+        return [f[:batch] for f in both], embedding
+
+    def forward(self, test: torch.Tensor, golden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, embedding = self._features(test, golden)
         # The head runs in fp32 even under autocast: bf16 logits would tie many near-equal scores.
         with torch.autocast(device_type=embedding.device.type, enabled=False):
             head_output = self.head(embedding.float())
@@ -236,16 +326,13 @@ class ChangeNetClassifier(nn.Module):
         """A pair descriptor for k-NN mining: what the test image looks like and how it differs from its golden.
 
         The difference embedding alone is all zeros for a pair that matches its golden (most PASS pairs), and
-        cosine similarity is undefined there; the pooled encoder features of the test image give every pair an
-        appearance, and the two halves are normalised separately so neither drowns the other.
+        cosine similarity is undefined there; the mean encoder features (of the fused pair, or of the test
+        image for euclidean) give every pair an appearance, and the two halves are normalised separately so
+        neither drowns the other.
         """
-        batch = test.shape[0]
-        features = self.encoder(torch.cat([test, golden], dim=0))
-        appearance = torch.cat([f[:batch].float().mean(dim=(2, 3)) for f in features], dim=1)
-        change = torch.cat(
-            [module(f[:batch], f[batch:]) for module, f in zip(self.differences, features, strict=True)], dim=1
-        ).float()
-        return torch.cat([F.normalize(appearance, dim=1), F.normalize(change, dim=1)], dim=1)
+        features, change = self._features(test, golden)
+        appearance = torch.cat([f.float().mean(dim=(2, 3)) for f in features], dim=1)
+        return torch.cat([F.normalize(appearance, dim=1), F.normalize(change.float(), dim=1)], dim=1)
 
     def scores(self, head_output: torch.Tensor) -> torch.Tensor:
         """`siamese_score` in [0, 1], higher = more defect-like."""

@@ -10,7 +10,9 @@ uses instead, for one warning per run.
 Two top-level sections exist only for this runtime and are removed before the TAO rules see the spec:
 `embed` (the `embed` action: `checkpoint`, `csv_path`, `images_dir`, `results_dir`, `batch_size`) and
 `reference` (`device`: auto|cpu|cuda|cuda:N, `recall_pct`: the recall at which `evaluate` reports FAR,
-`shift_fraction`: the largest independent shift augmentation as a share of the image side, `compile`:
+`shift_fraction`: the largest independent shift augmentation as a share of the image side, `backbone`: the
+learnable module's encoder, small or resnet, `register_fraction`: how far the golden is searched for its
+registration onto the test image, as a share of the image side (0 = no registration), `compile`:
 false, true or a torch.compile mode; `reduce-overhead` adds CUDA graphs and pays off on long GPU runs, after
 about a minute of compilation). A spec for the TAO container never needs either.
 """
@@ -60,6 +62,12 @@ RUNTIME_SECTIONS: Mapping[str, Mapping[str, RuntimeKey]] = {
         "device": RuntimeKey(str, "auto", pattern=r"auto|cpu|cuda(:\d+)?", help="auto|cpu|cuda|cuda:N"),
         "recall_pct": RuntimeKey(float, 100.0, minimum=1e-9, maximum=100.0, help="recall of evaluate's FAR"),
         "shift_fraction": RuntimeKey(float, 0.03, minimum=0.0, maximum=0.25, help="largest shift / image side"),
+        "backbone": RuntimeKey(
+            str, "small", pattern=r"small|resnet", help="learnable module's encoder: small (CPU default) or resnet"
+        ),
+        "register_fraction": RuntimeKey(
+            float, 0.08, minimum=0.0, maximum=0.45, help="registration search radius / image side (0 = off)"
+        ),
         "compile": RuntimeKey(
             str,
             False,

@@ -54,6 +54,7 @@ from aoi_pipeline.changenet.infer import (
     metric_margin,
     prepare_input,
     select_device,
+    stored_model_config,
 )
 from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig
 from aoi_pipeline.changenet.runtime_spec import RuntimeSpec
@@ -80,6 +81,8 @@ def model_config_from_spec(spec: RuntimeSpec, in_channels: int) -> ModelConfig:
         top_k=int(spec.value("model.classify.embedding_vectors")),
         loss=spec.value("train.classify.loss"),
         margin=float(spec.value("model.classify.train_margin_euclid")),
+        backbone=str(spec.value("reference.backbone")),
+        register_fraction=float(spec.value("reference.register_fraction")),
     )
 
 
@@ -373,9 +376,9 @@ class _Trainer:
         model = ChangeNetClassifier(config)
         start = self.job.resume or self.job.warm_start
         if start is not None:
-            stored = ModelConfig.from_dict(start["model_config"])
+            key = RESUME_KEY if self.job.resume else WARM_KEY
+            stored = stored_model_config(start, key=key)
             if stored != config:
-                key = RESUME_KEY if self.job.resume else WARM_KEY
                 raise SpecError.at(
                     key,
                     f"the checkpoint's network {stored} differs from the spec's {config}",
