@@ -17,6 +17,7 @@ from prefect.runtime import task_run as current_task_run
 from aoi_pipeline.errors import InfrastructureJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
+from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.pipeline.running import require_success
 
 _LAUNCHER_LOCK = threading.Lock()
@@ -67,6 +68,7 @@ def _set_aside_failed_attempt(job: TaoJob) -> None:
     """A retry starts in a fresh directory; the failed attempt's files stay beside it as evidence."""
     attempt = current_task_run.run_count
     if attempt > 1 and job.results_dir.exists():
+        stop_leftover_jobs(job.results_dir)
         job.results_dir.rename(job.results_dir.with_name(f"{job.results_dir.name}.attempt{attempt - 1}"))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -443,3 +444,52 @@ def test_jobs_running_at_once_hold_distinct_gpus(tmp_path, fake_runtime):
     assert all(result.ok for result in results.values())
     seen = {next(line for line in log.lines if line.startswith("CUDA_VISIBLE_DEVICES")) for log in logs.values()}
     assert seen == {"CUDA_VISIBLE_DEVICES=[0]", "CUDA_VISIBLE_DEVICES=[1]"}
+
+
+RUN_THEN_BLOCK = r"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from jobs.test_local_launcher import make_job, make_launcher
+job = make_job(Path({tmp!r}), "hang")
+make_launcher(Path({runtime!r})).run(job, log=lambda line: None)
+"""
+
+
+def test_a_job_dies_within_five_seconds_of_its_run_being_killed(tmp_path, fake_runtime):
+    # The run is a process of its own, killed with SIGKILL: no handler, hook or finally of it runs.
+    script = RUN_THEN_BLOCK.format(tests=str(Path(__file__).parents[1]), tmp=str(tmp_path), runtime=str(fake_runtime))
+    run = subprocess.Popen([sys.executable, "-c", script])
+    pids_file = tmp_path / "results" / "hang" / "pids.txt"
+    deadline = time.monotonic() + 30
+    # The job writes its pid and its child's; an empty or half-written file is not read as "no processes".
+    while len(pids := pids_file.read_text().split() if pids_file.is_file() else []) < 2:
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its job started"
+        time.sleep(0.05)
+    pids = [int(pid) for pid in pids]
+
+    run.kill()
+    run.wait()
+
+    assert wait_gone(pids), "the job (or its child) outlived its killed run by more than 5 s"
+
+
+def test_the_job_record_names_the_process_group_of_the_job(tmp_path, launcher):
+    job = make_job(tmp_path, "hang")
+    cancel = threading.Event()
+    seen: dict[str, int] = {}
+
+    def record_then_cancel() -> None:
+        while not (job.results_dir / "pids.txt").is_file():
+            time.sleep(0.02)
+        record = json.loads((job.results_dir / "job.json").read_text())
+        seen["group"] = int(record["external_id"].removeprefix("pid:"))
+        seen["job_group"] = os.getpgid(job_pids(job)[0])
+        cancel.set()
+
+    helper = threading.Thread(target=record_then_cancel)
+    helper.start()
+    launcher.run(job, log=Lines(), cancel=cancel)
+    helper.join()
+
+    assert seen["group"] == seen["job_group"]

@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from aoi_pipeline.jobs.checkpoints import STATUS_FILE, discover_checkpoints, new
 from aoi_pipeline.jobs.failures import Failure, classify_failure, is_credential_name, redact
 from aoi_pipeline.jobs.gpu import GpuSlots, cuda_visible_devices
 from aoi_pipeline.jobs.job import ENTRYPOINTS, JobResult, JobStatus, TaoJob, to_jsonable
+from aoi_pipeline.jobs.process_group import RECORD_FILE, group_alive, terminate_group
 from aoi_pipeline.jobs.status import StatusLine, parse_status_lines
 
 __all__ = ["CommandResolver", "GpuSlots", "LocalLauncher"]
@@ -43,9 +43,11 @@ CommandResolver = Callable[[TaoJob], Sequence[str]]
 Raises FileNotFoundError (with a message saying how to install it) when the runtime is missing."""
 
 SPEC_FILE = "spec.yaml"
-RECORD_FILE = "job.json"
 LOG_FILE = "job.log"
 DEFAULT_KILL_GRACE_S = 10.0
+# How long a job whose run died gets between SIGTERM and SIGKILL: the whole of it stays within 5 s.
+ORPHAN_GRACE_S = 3.0
+WATCHDOG = Path(__file__).with_name("watchdog.py")
 _TAIL_LINES = 200
 _POLL_S = 0.1
 _READER_JOIN_S = 5.0
@@ -153,18 +155,28 @@ class LocalLauncher:
         run.say(f"starting on GPUs [{env['CUDA_VISIBLE_DEVICES']}]: {shlex.join(command)}")
         with run.open_log() as log_file:
             run.mark_started()
+            if (missing := _not_executable(command[0])) is not None:
+                return run.not_started(f"could not start {command[0]}: {missing}", command=command)
+            # The job runs under a watchdog that holds the read end of this pipe: when this process dies,
+            # however it dies, the write end closes and the watchdog kills the job's process group.
+            lifeline_read, lifeline_write = os.pipe()
             try:
                 process = subprocess.Popen(
-                    command,
+                    [sys.executable, "-S", str(WATCHDOG), str(lifeline_read), f"{ORPHAN_GRACE_S:g}", "--", *command],
                     cwd=results_dir,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
+                    pass_fds=(lifeline_read,),
                     start_new_session=True,  # its own process group, so the whole tree can be killed
                 )
             except OSError as error:
+                os.close(lifeline_write)
                 return run.not_started(f"could not start {command[0]}: {error}", command=command)
+            finally:
+                os.close(lifeline_read)
+            # The watchdog leads the group, so its pid names the group the job and its children run in.
             external_id = f"pid:{process.pid}"
             tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
             reader = threading.Thread(
@@ -179,18 +191,20 @@ class LocalLauncher:
                 outcome = _wait(process, cancel, job.timeout_s)
             except BaseException:
                 run.say("interrupted: killing the job's process group")
-                _terminate_group(process, self.kill_grace_s)
+                terminate_group(process, self.kill_grace_s)
                 if reader.is_alive():
                     reader.join(_READER_JOIN_S)
                 run.write_record(command, state="interrupted", external_id=external_id)
+                os.close(lifeline_write)
                 raise
             if outcome != "exited":
                 run.say("cancelled: killing the job" if outcome == "cancelled" else "timed out: killing the job")
-                _terminate_group(process, self.kill_grace_s)
-            elif _group_alive(process.pid):
+                terminate_group(process, self.kill_grace_s)
+            elif group_alive(process.pid):
                 run.say("the job left processes behind: killing them")
-                _terminate_group(process, self.kill_grace_s)
+                terminate_group(process, self.kill_grace_s)
             reader.join(_READER_JOIN_S)
+            os.close(lifeline_write)
 
         exit_code = process.returncode
         if outcome == "cancelled":
@@ -402,52 +416,11 @@ def _wait(process: subprocess.Popen[bytes], cancel: threading.Event | None, time
             return "timed_out"
 
 
-def _terminate_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the job's process group, wait up to `grace_s` for it to go, then SIGKILL what is left."""
-    group = process.pid
-    _signal_group(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        process.poll()
-        if not _group_alive(group):
-            return
-        time.sleep(0.05)
-    _signal_group(group, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=_READER_JOIN_S)
-    deadline = time.monotonic() + _READER_JOIN_S
-    while _group_alive(group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _signal_group(group: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signum)
-
-
-def _group_alive(group: int) -> bool:
-    """Whether any live (non-zombie) process is still in the process group."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state, ppid, pgrp, ...
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) >= 3 and fields[2] == str(group) and fields[0] not in ("Z", "X"):
-            return True
-    return False
+def _not_executable(program: str) -> str | None:
+    """Why `program` cannot be started, or None: checked here, since the watchdog would start it."""
+    if os.sep in program:
+        return None if os.path.isfile(program) and os.access(program, os.X_OK) else "no such executable file"
+    return None if shutil.which(program) else "not found on PATH"
 
 
 def _read_text(path: Path) -> str:

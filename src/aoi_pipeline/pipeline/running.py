@@ -13,6 +13,7 @@ from typing import Protocol
 
 from aoi_pipeline.errors import InfrastructureJobError, ProgramJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob
+from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 
 
 class JobRunner(Protocol):
@@ -22,9 +23,13 @@ class JobRunner(Protocol):
 
 
 def set_aside(results_dir: Path) -> None:
-    """Move an interrupted attempt's folder out of the way (kept as evidence) so a job starts fresh."""
+    """Move an interrupted attempt's folder out of the way (kept as evidence) so a job starts fresh.
+
+    A job a killed run left running there is stopped first, so it cannot write into its successor's folder.
+    """
     if not results_dir.exists():
         return
+    stop_leftover_jobs(results_dir)
     attempt = 1
     while (target := results_dir.with_name(f"{results_dir.name}.interrupted{attempt}")).exists():
         attempt += 1

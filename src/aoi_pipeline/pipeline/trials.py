@@ -30,6 +30,7 @@ from aoi_pipeline.errors import AoiPipelineError, InfrastructureJobError, Metric
 from aoi_pipeline.jobs.checkpoints import STATUS_FILE, best_val_checkpoint, latest_checkpoint
 from aoi_pipeline.jobs.failures import Failure
 from aoi_pipeline.jobs.job import JobResult, TaoJob
+from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.jobs.status import read_status, validation_history
 from aoi_pipeline.pipeline.run_specs import inference_spec, training_spec
 from aoi_pipeline.pipeline.running import JobRunner
@@ -326,6 +327,7 @@ def _set_aside_earlier_attempt(*job_dirs: Path) -> None:
     for job_dir in job_dirs:
         if not job_dir.exists():
             continue
+        stop_leftover_jobs(job_dir)  # a job a killed run left running must not write into its successor's
         attempt = 1
         while (aside := job_dir.with_name(f"{job_dir.name}.attempt{attempt}")).exists():
             attempt += 1
