@@ -1,26 +1,104 @@
-"""GPU slots for local jobs: a thread-safe pool of GPU ids handed out through `CUDA_VISIBLE_DEVICES`.
+"""GPUs for local jobs: which GPUs this process may use, and a thread-safe pool handing them out.
 
-N trials run in parallel on an N-GPU machine by each taking its own GPUs from the pool for the life of its
-process. The pool is detected from `CUDA_VISIBLE_DEVICES` when the launcher itself was given a subset (a
-Slurm allocation, a shared workstation), else from `nvidia-smi -L`; a machine without either has no GPUs.
+The one rule for GPU visibility lives here and serves both the pre-flight (which shows the GPUs with their
+memory) and the local launcher (which lends GPU ids to concurrent jobs): `nvidia-smi` lists the GPUs of the
+machine, and `CUDA_VISIBLE_DEVICES`, when set, narrows that list the way CUDA does (indices or UUIDs of listed
+GPUs, in its order; the first entry naming no listed GPU ends the list). A machine without a working
+`nvidia-smi` has no GPUs, whatever the variable says. N trials run in parallel on an N-GPU machine by each
+taking its own GPUs from the pool for the life of its process.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from aoi_pipeline.errors import ConfigError
 
-_NVIDIA_SMI_GPU_RE = re.compile(r"^GPU (\d+):.*?\(UUID: (GPU-[0-9A-Za-z-]+)\)")
+NVIDIA_SMI_QUERY = ("--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits")
 _DETECT_TIMEOUT_S = 10.0
 # How often a waiter re-checks its cancel event while no GPU is released.
 _WAIT_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU as the driver reports it; memory None when the driver does not say."""
+
+    name: str
+    memory_gib: float | None
+
+    def describe(self) -> str:
+        memory = "memory unknown" if self.memory_gib is None else f"{self.memory_gib:.1f} GiB"
+        return f"{self.name} ({memory})"
+
+
+@dataclass(frozen=True)
+class ListedGpu:
+    """One line of `nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits`."""
+
+    index: int
+    uuid: str
+    gpu: GpuInfo
+
+
+def parse_gpu_line(line: str) -> ListedGpu | None:
+    """`0, GPU-ab12.., NVIDIA H100 80GB HBM3, 81559` -> ListedGpu; None for a line of another shape."""
+    parts = [part.strip() for part in line.split(",")]
+    if len(parts) < 4 or not parts[0].isdigit():
+        return None
+    name = ", ".join(parts[2:-1])  # a name holding a comma keeps it
+    try:
+        memory: float | None = float(parts[-1]) / 1024.0
+    except ValueError:
+        memory = None  # "[N/A]" on some boards
+    return ListedGpu(int(parts[0]), parts[1], GpuInfo(name, memory))
+
+
+def visible_gpus(listed: Sequence[ListedGpu], cuda_visible_devices: str | None) -> list[ListedGpu]:
+    """The listed GPUs CUDA_VISIBLE_DEVICES lets a job see (indices or UUIDs), in its order, each once."""
+    if cuda_visible_devices is None:
+        return list(listed)
+    by_token = {str(entry.index): entry for entry in listed} | {entry.uuid: entry for entry in listed}
+    seen: dict[int, ListedGpu] = {}
+    for token in (part.strip() for part in cuda_visible_devices.split(",")):
+        entry = by_token.get(token)
+        if entry is None:
+            break  # CUDA ignores every device after the first invalid entry ("-1" hides them all)
+        seen.setdefault(entry.index, entry)
+    return list(seen.values())
+
+
+def list_gpus(search_path: str | None = None, *, timeout_s: float = _DETECT_TIMEOUT_S) -> list[ListedGpu]:
+    """Every GPU `nvidia-smi` (found on `search_path`, else PATH) lists; [] when it is missing or fails."""
+    executable = shutil.which("nvidia-smi", path=search_path)
+    if executable is None:
+        return []
+    try:
+        completed = subprocess.run(
+            [executable, *NVIDIA_SMI_QUERY],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if completed.returncode != 0:
+        return []
+    return [gpu for line in completed.stdout.splitlines() if (gpu := parse_gpu_line(line)) is not None]
+
+
+def detect_gpus(environ: Mapping[str, str] | None = None, *, timeout_s: float = _DETECT_TIMEOUT_S) -> list[ListedGpu]:
+    """The GPUs a process with `environ` (default: this one's) may use: nvidia-smi's list, narrowed by CUDA."""
+    env = os.environ if environ is None else environ
+    return visible_gpus(list_gpus(env.get("PATH"), timeout_s=timeout_s), env.get("CUDA_VISIBLE_DEVICES"))
 
 
 class GpuSlots:
@@ -39,23 +117,9 @@ class GpuSlots:
         self._changed = threading.Condition()
 
     @classmethod
-    def detect(cls) -> GpuSlots:
-        """The GPUs this process may use: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`, else none."""
-        listing = _nvidia_smi_listing()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is None:
-            return cls([index for index, _ in listing])
-        by_uuid = {uuid: index for index, uuid in listing}
-        ids: list[int] = []
-        for token in (part.strip() for part in visible.split(",")):
-            if token.isdigit():
-                ids.append(int(token))
-            elif token in by_uuid:
-                ids.append(by_uuid[token])
-            else:
-                # CUDA ignores every device after the first invalid entry (e.g. "-1" hides them all).
-                break
-        return cls(list(dict.fromkeys(ids)))
+    def detect(cls, environ: Mapping[str, str] | None = None) -> GpuSlots:
+        """The GPUs this process (or one with `environ`) may use, by `detect_gpus`'s rule; none without any."""
+        return cls([entry.index for entry in detect_gpus(environ)])
 
     @property
     def gpu_ids(self) -> tuple[int, ...]:
@@ -110,23 +174,3 @@ class GpuSlots:
 def cuda_visible_devices(gpu_ids: Sequence[int]) -> str:
     """The CUDA_VISIBLE_DEVICES value for a job: the ids joined by commas; "" hides every GPU."""
     return ",".join(str(gpu_id) for gpu_id in gpu_ids)
-
-
-def _nvidia_smi_listing() -> list[tuple[int, str]]:
-    """(index, UUID) per GPU from `nvidia-smi -L`; [] when the tool is missing or fails."""
-    executable = shutil.which("nvidia-smi")
-    if executable is None:
-        return []
-    try:
-        completed = subprocess.run(
-            [executable, "-L"], capture_output=True, text=True, timeout=_DETECT_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return []
-    if completed.returncode != 0:
-        return []
-    return [
-        (int(match[1]), match[2])
-        for line in completed.stdout.splitlines()
-        if (match := _NVIDIA_SMI_GPU_RE.match(line.strip()))
-    ]

@@ -1,4 +1,4 @@
-"""GPU slots: lending GPU ids to concurrent jobs, and finding out which GPUs this process may use."""
+"""GPUs: the one visibility rule (nvidia-smi's list narrowed by CUDA_VISIBLE_DEVICES) and the slots lent to jobs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,19 @@ import pytest
 
 from aoi_pipeline.errors import ConfigError
 from aoi_pipeline.jobs import GpuSlots
-from aoi_pipeline.jobs.gpu import cuda_visible_devices
+from aoi_pipeline.jobs.gpu import (
+    GpuInfo,
+    ListedGpu,
+    cuda_visible_devices,
+    detect_gpus,
+    parse_gpu_line,
+    visible_gpus,
+)
 
-NVIDIA_SMI_LISTING = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa1111-0000-0000-0000-000000000000)
-GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb2222-0000-0000-0000-000000000000)
-  MIG 1g.10gb     Device  0: (UUID: MIG-cccc3333-0000-0000-0000-000000000000)
+NVIDIA_SMI_LISTING = """0, GPU-aaaa1111-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559
+1, GPU-bbbb2222-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559
 """
+H100 = GpuInfo("NVIDIA H100 80GB HBM3", 81559 / 1024)
 
 
 def test_acquire_lends_the_lowest_free_ids_and_takes_them_back():
@@ -79,7 +86,8 @@ def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tool = bin_dir / "nvidia-smi"
     quoted = " ".join(f"'{line}'" for line in NVIDIA_SMI_LISTING.splitlines())
     # Shell builtins only: PATH holds nothing but this directory.
-    tool.write_text(f'#!/bin/sh\n[ "$1" = "-L" ] || exit 9\nprintf "%s\\n" {quoted}\n')
+    query = "--query-gpu=index,uuid,name,memory.total"
+    tool.write_text(f'#!/bin/sh\n[ "$1" = "{query}" ] || exit 9\nprintf "%s\\n" {quoted}\n')
     tool.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
 
@@ -108,3 +116,53 @@ def test_detect_without_nvidia_smi_finds_no_gpus(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
     assert GpuSlots.detect().gpu_ids == ()
+
+
+def test_the_rule_ignores_cuda_visible_devices_without_nvidia_smi(tmp_path, monkeypatch):
+    # A GPU counts only when the driver lists it: a variable set on a machine without GPUs lends none.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+
+    assert GpuSlots.detect().gpu_ids == ()
+    assert detect_gpus() == []
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        ("5,0", ()),  # an index nvidia-smi does not list is invalid, and CUDA stops at it
+        ("0,5,1", (0,)),
+        ("1,1,0", (1, 0)),  # each GPU once, in the variable's order
+        (" 1 , 0 ", (1, 0)),
+        ("GPU-cccc", ()),  # an unknown UUID is invalid too
+    ],
+)
+def test_the_rule_stops_at_the_first_entry_naming_no_listed_gpu(visible, expected):
+    listed = [parse_gpu_line(line) for line in NVIDIA_SMI_LISTING.splitlines()]
+
+    assert tuple(entry.index for entry in visible_gpus(listed, visible)) == expected
+
+
+def test_detect_gpus_reads_the_given_environment_with_names_and_memory(fake_nvidia_smi, tmp_path):
+    environ = {"PATH": str(tmp_path / "bin"), "CUDA_VISIBLE_DEVICES": "GPU-bbbb2222-0000-0000-0000-000000000000"}
+
+    assert detect_gpus(environ) == [ListedGpu(1, "GPU-bbbb2222-0000-0000-0000-000000000000", H100)]
+    assert GpuSlots.detect(environ).gpu_ids == (1,)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("3, GPU-x, NVIDIA A100-SXM4-40GB, 40960", ListedGpu(3, "GPU-x", GpuInfo("NVIDIA A100-SXM4-40GB", 40.0))),
+        ("0, GPU-y, Board, with comma, [N/A]", ListedGpu(0, "GPU-y", GpuInfo("Board, with comma", None))),
+        ("GPU 0: NVIDIA H100 (UUID: GPU-z)", None),
+        ("", None),
+    ],
+)
+def test_parse_gpu_line(line, expected):
+    assert parse_gpu_line(line) == expected
+
+
+def test_a_gpu_describes_its_memory_or_says_it_is_unknown():
+    assert GpuInfo("NVIDIA L40S", 44.99).describe() == "NVIDIA L40S (45.0 GiB)"
+    assert GpuInfo("Board", None).describe() == "Board (memory unknown)"

@@ -1,0 +1,65 @@
+"""Checks of section 1: where the run writes, whether the platform accepts jobs, whether the runtime starts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from aoi_pipeline.config import PipelineConfig
+from aoi_pipeline.errors import Problem
+from aoi_pipeline.pipeline.preflight.probe import Reachability
+
+RUNTIME_COMMANDS = {"reference": "aoi-changenet", "tao": "visual_changenet"}
+REFERENCE_INSTALL_FIX = "install the reference extra: pip install 'aoi-pipeline[reference]'"
+
+
+def check_results_root(config: PipelineConfig) -> list[Problem]:
+    """DEFT's cumulative training CSVs are workspace-relative, so its run directories live in the workspace."""
+    if config.deft.max_iterations == 0:
+        return []
+    root = Path(os.path.abspath(config.resolved_results_root))
+    workspace = Path(os.path.abspath(config.workspace))
+    if root.is_relative_to(workspace):
+        return []
+    return [
+        Problem(
+            "results_root",
+            f"{root} is outside the workspace {workspace}, but DEFT iterations write workspace-relative "
+            "training CSVs (synthetic and mined images under the run directory)",
+            "leave results_root unset (it defaults to <workspace>/results) or point it inside the workspace",
+        )
+    ]
+
+
+def check_platform(platform: str, reachable: Reachability | None) -> list[Problem]:
+    """A remote platform that cannot be reached blocks; None means local (nothing to reach)."""
+    if reachable is None or reachable[0]:
+        return []
+    return [
+        Problem(
+            f"platform {platform} (pipeline config key platform)",
+            f"cannot be reached from this machine: {reachable[1]}",
+            f"start or configure {platform} (see the README's platform section), or set platform: local",
+        )
+    ]
+
+
+def check_runtime(runtime: str, found: bool | None) -> list[Problem]:
+    """A local runtime whose command cannot start blocks; None means it runs inside images (not checked)."""
+    if found is None or found:
+        return []
+    command = RUNTIME_COMMANDS[runtime]
+    if runtime == "reference":
+        what = f"the reference runtime `{command}` is found neither beside {sys.executable} nor on PATH"
+        fix = REFERENCE_INSTALL_FIX
+    else:
+        what = f"the TAO command `{command}` is not on PATH"
+        fix = "run where TAO PyTorch (visual_changenet) is installed, or set runtime: reference"
+    return [Problem("pipeline config key runtime", what, fix)]
+
+
+def network_mode(air_gapped: bool) -> str:
+    if air_gapped:
+        return "air-gapped (AIR_GAPPED=1): nothing is fetched; images must be present"
+    return "network-enabled (default)"

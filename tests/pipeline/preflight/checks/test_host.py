@@ -1,0 +1,53 @@
+"""Host checks: where the run writes, whether the platform answers, whether the runtime can start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aoi_pipeline.pipeline.preflight import StaticProbe
+from aoi_pipeline.pipeline.preflight.checks.host import check_platform, check_runtime
+
+
+def test_a_missing_reference_runtime_is_a_blocker_telling_how_to_install_it(ws: Path, preflight, read) -> None:
+    probe = StaticProbe(commands=())
+
+    report = preflight(ws, probe=probe)
+
+    found = read.blockers_at(report, "runtime")
+    assert len(found) == 1
+    assert found[0].fix == "install the reference extra: pip install 'aoi-pipeline[reference]'"
+    assert probe.questions("command") == ["aoi-changenet"]
+    assert "`aoi-changenet` MISSING" in read.section(report, 1)
+
+
+def test_the_tao_runtime_needs_visual_changenet(ws: Path, preflight, read) -> None:
+    probe = StaticProbe(commands=("aoi-changenet",))
+
+    report = preflight(ws, probe=probe, runtime="tao")
+
+    assert probe.questions("command") == ["visual_changenet"]
+    assert read.blockers_at(report, "runtime")
+
+
+def test_an_unreachable_platform_is_a_blocker(ws: Path, preflight, read) -> None:
+    report = preflight(ws, platform="docker", probe=StaticProbe(reachability=(False, "docker is not on PATH")))
+
+    found = read.blockers_at(report, "platform docker")
+    assert found and "docker is not on PATH" in found[0].what
+    assert "docker: UNREACHABLE (docker is not on PATH)" in read.section(report, 1)
+
+
+def test_a_remote_runtime_and_a_local_platform_are_not_checked() -> None:
+    assert check_runtime("tao", None) == []
+    assert check_platform("local", None) == []
+    assert check_platform("slurm", (True, "sinfo answers")) == []
+
+
+def test_deft_iterations_need_the_results_root_inside_the_workspace(ws: Path, preflight) -> None:
+    outside = str(ws.parent / "elsewhere")
+    report = preflight(ws, results_root=outside, deft={"max_iterations": 1})
+    blocker = next(problem for problem in report.blockers if problem.where == "results_root")
+    assert outside in blocker.what and "workspace-relative" in blocker.what
+    assert "inside the workspace" in blocker.fix
+    # Without DEFT iterations nothing is written relative to the workspace, so any results root will do.
+    assert preflight(ws, results_root=outside, deft={"max_iterations": 0}).ok
