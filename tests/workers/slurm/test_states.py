@@ -140,3 +140,11 @@ def test_sacct_output_without_the_job_and_text_that_is_not_scontrol_are_refused(
     assert record_from_sacct("4111|FAILED|2:0|01:00:00|8G|n1\n", "4112") is None
     with pytest.raises(ValueError):
         record_from_scontrol("slurm_load_jobs error: Invalid job id specified")
+
+
+def test_a_job_that_could_not_launch_says_so_instead_of_a_bogus_signal() -> None:
+    record = SlurmJobRecord(job_id="7", state="FAILED", reason="JobLaunchFailure", exit_code=0, signal=53)
+    outcome = classify(record, requested_time_limit=None, requested_memory=None)
+    assert outcome.kind == "program"
+    assert "JobLaunchFailure" in outcome.reason
+    assert "signal" not in outcome.reason

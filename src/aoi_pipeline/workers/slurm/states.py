@@ -191,6 +191,12 @@ def classify(
 
 def _failed(record: SlurmJobRecord, where: str) -> SlurmOutcome:
     job = f"Slurm job {record.job_id}"
+    if record.reason == "JobLaunchFailure":
+        reason = (
+            f"{job} failed{where} before the program started (JobLaunchFailure): the output file, the working "
+            "directory or the job's environment is unusable on the node; check log_dir and working_dir"
+        )
+        return SlurmOutcome("program", "FAILED", reason, 1)
     if record.signal:
         code = 128 + record.signal
         return SlurmOutcome(

@@ -234,6 +234,8 @@ class SlurmWorker(BaseWorker[SlurmJobConfiguration, SlurmVariables, SlurmWorkerR
 
     async def _submit(self, shell: SlurmShell, request: SbatchRequest) -> str:
         script = render_script(request)
+        if request.log_dir:  # Slurm opens the output file but does not create its directory
+            await anyio.to_thread.run_sync(lambda: shell.run(["mkdir", "-p", str(request.log_dir)]))
         done = await anyio.to_thread.run_sync(lambda: shell.run(["sbatch", "--parsable"], stdin=script))
         first = done.stdout.strip().split(";")[0]
         if done.returncode != 0 or not first.isdigit():
