@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.server import data_dir, ensure_local_server, is_healthy, stop_local_server
 
 STOP_WAIT_S = 60.0
@@ -111,3 +113,102 @@ def test_a_local_server_is_started_once_reused_and_stopped(home):
             if _process_group_alive(first.pid):
                 os.killpg(first.pid, signal.SIGKILL)
             _reap(first.pid)
+
+
+# Answers /api/health like a Prefect server, after the delay written in the file named on its command line.
+FAKE_SERVER = r"""
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+port, delay_file = int(sys.argv[1]), Path(sys.argv[2])
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(float(delay_file.read_text()) if delay_file.exists() else 0.0)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_servers(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Servers started by ensure_local_server are fake ones; yields `set_delay` for their answers, the pids."""
+    import aoi_pipeline.server as server
+
+    script = tmp_path / "fake_server.py"
+    script.write_text(FAKE_SERVER)
+    delay = tmp_path / "delay"
+    started: list[int] = []
+    real_start = server._start
+
+    def start(home_: Path, port: int):
+        found = real_start(home_, port)
+        started.append(found.pid)
+        return found
+
+    monkeypatch.setattr(
+        server, "_server_command", lambda port: [sys.executable, str(script), str(port), f"{delay}-{port}"]
+    )
+    monkeypatch.setattr(server, "_start", start)
+
+    def set_delay(found: server.LocalServer, seconds: float) -> None:
+        Path(f"{delay}-{urlsplit(found.api_url).port}").write_text(str(seconds))
+
+    yield set_delay, started
+    for pid in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc (Linux)")
+def test_a_busy_server_that_answers_slowly_is_reused_not_doubled(fake_servers):
+    set_delay, started = fake_servers
+    first = ensure_local_server(preferred_port=_free_port())
+    set_delay(first, 3)  # longer than one quick health check, as under load
+
+    again = ensure_local_server(preferred_port=_free_port())
+
+    assert (again.started, again.pid) == (False, first.pid)
+    assert started == [first.pid], "a second server was started on the same database"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc (Linux)")
+def test_a_hung_server_is_stopped_before_its_replacement_starts(fake_servers, monkeypatch):
+    import aoi_pipeline.server as server
+
+    set_delay, _started = fake_servers
+    monkeypatch.setattr(server, "HEALTH_WAIT_S", 2.0)
+    monkeypatch.setattr(server, "HEALTH_TIMEOUT_S", 0.5)
+    first = ensure_local_server(preferred_port=_free_port())
+    set_delay(first, 600)
+
+    replacement = ensure_local_server(preferred_port=_free_port())
+    _reap(first.pid)
+
+    assert replacement.started and replacement.pid != first.pid
+    assert not _process_group_alive(first.pid), "the replaced server was left running"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc (Linux)")
+def test_no_second_server_starts_while_an_unrecorded_one_holds_the_database(fake_servers, home, monkeypatch):
+    import aoi_pipeline.server as server
+
+    _set_delay, started = fake_servers
+    monkeypatch.setattr(server, "STOP_GRACE_S", 1.0)
+    first = ensure_local_server(preferred_port=_free_port())
+    (home / "server.json").unlink()  # its record is lost, but it still runs on the database
+
+    with pytest.raises(AoiPipelineError, match="still holds the local database"):
+        ensure_local_server(preferred_port=_free_port())
+
+    assert started == [first.pid]
