@@ -23,7 +23,6 @@ from typing import Any
 
 from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
-from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.report import write_report
 from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.core.stages import BASELINE
@@ -32,10 +31,11 @@ from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.pipeline import deft
+from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
 from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.run import ensure_run_state, finalize_phase2, job_context, train_baseline
 from aoi_pipeline.pipeline.run_specs import workspace_base_spec
+from aoi_pipeline.pipeline.run_steps import ensure_run_state, finalize_phase2, train_baseline
 
 TARGET = "FAR < 5% at Recall=99%"
 
@@ -78,22 +78,14 @@ def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def stage_runner(ctx: deft.DeftContext, base_spec: dict) -> Any:
+def stage_runner(ctx: RunContext, base_spec: dict) -> Any:
     def run_stage(label: str, stage: str) -> None:
         started = time.monotonic()
         print(f"[{label} {stage}]", flush=True)
         if stage == "train" and label == BASELINE:
-            train_baseline(layout=ctx.layout, base_spec=base_spec, config=ctx.config, jobs=ctx.jobs, runner=ctx.runner)
+            train_baseline(ctx, base_spec)
         elif stage == "evaluate":
-            evaluate_and_commit(
-                layout=ctx.layout,
-                label=label,
-                contract=ctx.contract,
-                kpi_csv=ctx.workspace.kpi_csv,
-                images_dir=ctx.workspace.images_dir,
-                jobs=ctx.jobs,
-                runner=ctx.runner,
-            )
+            evaluate_and_commit(ctx, label)
         elif stage == "finalize":
             finalize_phase2(ctx.layout, label=label, stop_reason=deft.stop_reason(ctx, label))
         else:
@@ -171,14 +163,13 @@ def main() -> None:
     args = parser.parse_args()
 
     config = config_from_mapping(pipeline_config(args))
-    workspace = Workspace.at(config.workspace)
     layout = RunLayout(config.resolved_results_root / args.run_name)
+    ctx = RunContext.from_config(config, layout, QuietRunner())
+    workspace = ctx.workspace
     layout.root.mkdir(parents=True, exist_ok=True)
     base_spec = workspace_base_spec(config, workspace)
     dump_spec(base_spec, layout.base_spec)
-    contract = parse_target(TARGET)
-    ensure_run_state(layout, config=config, contract=contract, workspace=workspace)
-    ctx = deft.DeftContext(layout, config, contract, workspace, job_context(config), QuietRunner())
+    ensure_run_state(ctx)
     started = time.monotonic()
     try:
         deft.run_loop(ctx, stage_runner(ctx, base_spec))

@@ -7,13 +7,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from aoi_pipeline.config import AutomlSettings
-from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.search_space import build_search_space
 from aoi_pipeline.core.spec import Spec
-from aoi_pipeline.core.workspace import Workspace
-from aoi_pipeline.pipeline.evaluation import JobContext
-from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.study import Proposal, open_study
 from aoi_pipeline.pipeline.sweep import run_sweep
 from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome
@@ -22,16 +18,10 @@ from tasks.phases import publish_trials, trial
 
 @flow(name="automl-sweep", flow_run_name="{phase}", validate_parameters=False)
 def automl_sweep(
-    phase: str,
-    layout: RunLayout,
-    base_spec: Spec,
-    settings: AutomlSettings,
-    contract: MetricContract,
-    workspace: Workspace,
-    jobs: JobContext,
-    pretrained_model: Path | None = None,
+    ctx: RunContext, phase: str, base_spec: Spec, pretrained_model: Path | None = None
 ) -> TrialOutcome | None:
     """Run the phase's recommendations; returns the winning trial's outcome (None: no trial was usable)."""
+    layout, settings = ctx.layout, ctx.automl(phase)
     layout.phase_dir(phase).mkdir(parents=True, exist_ok=True)
     study = open_study(
         layout.study_storage(phase),
@@ -43,15 +33,11 @@ def automl_sweep(
 
     def submit(proposal: Proposal):
         return trial.submit(
+            ctx,
             phase=phase,
             number=proposal.number,
             params=proposal.params,
-            layout=layout,
             base_spec=base_spec,
-            settings=settings,
-            contract=contract,
-            workspace=workspace,
-            jobs=jobs,
             pretrained_model=pretrained_model,
         )
 

@@ -10,48 +10,36 @@ from __future__ import annotations
 
 from prefect import flow
 
-from aoi_pipeline.config import PipelineConfig
-from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.stages import BASELINE, LoopStep, Stage, iteration_number
 from aoi_pipeline.core.state import read_state
-from aoi_pipeline.core.workspace import Workspace
-from aoi_pipeline.pipeline.deft import DeftContext, run_loop, stop_reason
-from aoi_pipeline.pipeline.evaluation import JobContext
-from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.context import RunContext
+from aoi_pipeline.pipeline.deft import run_loop, stop_reason
 from tasks.deft import deft_stage, publish_iteration_summary, refresh_report, start_progress, update_progress
-from tasks.jobs import TaskJobRunner
 from tasks.phases import evaluate, finalize_phase2, train_baseline
 
 
 @flow(name="deft-loop", validate_parameters=False)
-def deft_loop(
-    layout: RunLayout,
-    config: PipelineConfig,
-    contract: MetricContract,
-    workspace: Workspace,
-    jobs: JobContext,
-    base_spec: Spec,
-) -> str:
+def deft_loop(ctx: RunContext, base_spec: Spec) -> str:
     """Run Phase 2 to its end; returns the final iteration label."""
-    ctx = DeftContext(layout, config, contract, workspace, jobs, TaskJobRunner())
-    progress = start_progress(config.deft.max_iterations)
+    max_iterations = ctx.deft.max_iterations
+    progress = start_progress(max_iterations)
 
     def run_stage(label: str, stage: str) -> None:
         try:
             if stage == Stage.TRAIN and label == BASELINE:
-                train_baseline(layout, base_spec, config, jobs)
+                train_baseline(ctx, base_spec)
             elif stage == Stage.EVALUATE:
-                evaluate(layout, label, contract, workspace, jobs)
+                evaluate(ctx, label)
                 if iteration_number(label):
                     publish_iteration_summary(ctx, label)
             elif stage == LoopStep.FINALIZE:
-                finalize_phase2(layout, label, stop_reason(ctx, label))
+                finalize_phase2(ctx.layout, label, stop_reason(ctx, label))
             else:
                 deft_stage(ctx, label, stage)
         finally:  # after every commit, a hard stop's included
             refresh_report(ctx)
-        update_progress(progress, read_state(layout.root)["current_iteration"], config.deft.max_iterations)
+        update_progress(progress, read_state(ctx.layout.root)["current_iteration"], max_iterations)
 
     final = run_loop(ctx, run_stage)
     refresh_report(ctx)

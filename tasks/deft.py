@@ -10,13 +10,13 @@ from prefect.cache_policies import NONE
 
 from aoi_pipeline.core.report import write_report
 from aoi_pipeline.pipeline import deft
-from aoi_pipeline.pipeline.deft import DeftContext
+from aoi_pipeline.pipeline.context import RunContext
 
 STAGES = deft.ITERATION_STAGES
 
 
 @task(name="deft-stage", task_run_name="{label}-{stage}", cache_policy=NONE)
-def deft_stage(ctx: DeftContext, label: str, stage: str) -> None:
+def deft_stage(ctx: RunContext, label: str, stage: str) -> None:
     """Run one stage and commit it; a failure is committed as the run's hard stop, then raised."""
     started = time.monotonic()
     try:
@@ -27,7 +27,7 @@ def deft_stage(ctx: DeftContext, label: str, stage: str) -> None:
     get_run_logger().info("[%s %s] %s", label, stage, state["events"][-1]["summary"])
 
 
-def refresh_report(ctx: DeftContext) -> None:
+def refresh_report(ctx: RunContext) -> None:
     """Re-render DEFT_Loop_Report.html from the state (a report failure never fails the stage)."""
     try:
         write_report(ctx.layout.root, extras=deft.report_extras(ctx))
@@ -44,5 +44,5 @@ def update_progress(artifact_id: object, done: int, max_iterations: int) -> None
     update_progress_artifact(artifact_id, share, description=f"DEFT loop: {done}/{max_iterations} iterations")
 
 
-def publish_iteration_summary(ctx: DeftContext, label: str) -> None:
+def publish_iteration_summary(ctx: RunContext, label: str) -> None:
     create_markdown_artifact(deft.iteration_summary(ctx, label), key=f"deft-{label}", description=f"DEFT {label}")

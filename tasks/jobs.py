@@ -18,7 +18,7 @@ from aoi_pipeline.errors import InfrastructureJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
-from aoi_pipeline.pipeline.running import require_success
+from aoi_pipeline.pipeline.job_runner import require_success
 
 _LAUNCHER_LOCK = threading.Lock()
 _LAUNCHER: LocalLauncher | None = None

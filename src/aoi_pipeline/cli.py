@@ -9,7 +9,6 @@ imports happen inside the subcommand that needs them, so `--help` and the data c
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -109,8 +108,9 @@ def run_pipeline(config: Any, *, yes: bool, run_name: str | None, reviewer: str)
         threading.Thread(target=_terminal_approver, args=(run_name,), daemon=True).start()
     else:
         print("Approve in the Prefect UI or with: aoi-pipeline approve --latest --reviewer NAME")
-    flow = importlib.import_module("flows.aoi_pipeline").aoi_pipeline
-    result = flow.with_options(flow_run_name=run_name)(
+    from flows.aoi_pipeline import aoi_pipeline
+
+    result = aoi_pipeline.with_options(flow_run_name=run_name)(
         config=config, run_name=run_name, preapproved_plan_hash=preapproved, preapproved_by=reviewer
     )
     _print_result(result)
@@ -159,7 +159,7 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     if args.run and Path(args.run).is_dir():
-        from aoi_pipeline.pipeline.status import describe_run_dir
+        from aoi_pipeline.pipeline.run_summary import describe_run_dir
 
         print(describe_run_dir(Path(args.run)))
         return EXIT_OK

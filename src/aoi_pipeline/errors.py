@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,16 @@ class ProgramJobError(JobError):
 
 class InfrastructureJobError(JobError):
     """The machine, container runtime or scheduler failed the job: the caller may retry it."""
+
+
+class TrialInfrastructureError(InfrastructureJobError):
+    """An AutoML trial's job failed for a reason outside the program (lost node, full disk, no runtime).
+
+    Retriable; `failure` holds the job's classified failure (`aoi_pipeline.jobs.failures.Failure`).
+    """
+
+    failure: Any = None
+
+
+class TrialCancelledError(AoiPipelineError):
+    """An AutoML trial's job was cancelled; the trial has no outcome and must not be retried."""

@@ -7,6 +7,7 @@ that the test chooses per candidate (best_val or latest), so each FAR is compute
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,16 +16,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aoi_pipeline.config import AutomlSettings, DatasetSettings, DeftSettings, Images
 from aoi_pipeline.core.metric_target import parse_target, render_target
 from aoi_pipeline.core.spec.baseline import baseline_spec
 from aoi_pipeline.core.spec.keys import get_key
 from aoi_pipeline.core.state import StageCommit, commit_stage, init_state, next_stage, read_state
+from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import AoiPipelineError, ProgramJobError
 from aoi_pipeline.jobs.failures import Failure
 from aoi_pipeline.jobs.job import JobResult, TaoJob
+from aoi_pipeline.pipeline.context import JobDefaults, RunContext
 from aoi_pipeline.pipeline.evaluation import (
     METRIC_RESULT_FILE,
-    JobContext,
     candidate_checkpoints,
     commit_evaluation,
     evaluate_iteration,
@@ -33,7 +36,7 @@ from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.run_specs import training_spec
 
 CONTRACT = parse_target("FAR < 30% at Recall=100%")
-JOBS = JobContext(image="nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt", runtime="reference")
+JOBS = JobDefaults(image="nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt", runtime="reference")
 # Four PASS rows, two defects.
 LABELS = ("PASS", "PASS", "PASS", "PASS", "open", "short")
 # best_val: weakest defect 0.5; PASS rows at or above it: 0.6, 0.7 -> FAR 2/4 = 50 %.
@@ -118,16 +121,20 @@ def kpi_csv(tmp_path: Path) -> Path:
 
 def evaluate(layout: RunLayout, kpi_csv: Path, runner: InferenceRunner, label: str = "baseline"):
     spec = training_spec(baseline_spec(), results_dir=layout.train_dir(label), num_epochs=3, batch_size=4)
-    return evaluate_iteration(
+    workspace = dataclasses.replace(Workspace.at(kpi_csv.parent), kpi_csv=kpi_csv, images_dir=kpi_csv.parent / "images")
+    ctx = RunContext(
         layout=layout,
-        label=label,
-        train_spec=spec,
         contract=CONTRACT,
-        kpi_csv=kpi_csv,
-        images_dir=kpi_csv.parent / "images",
+        workspace=workspace,
         jobs=JOBS,
         runner=runner,
+        dataset=DatasetSettings(),
+        images=Images(),
+        deft=DeftSettings(),
+        phase1=AutomlSettings(),
+        phase3=AutomlSettings(),
     )
+    return evaluate_iteration(ctx, label, spec)
 
 
 def test_the_best_validation_and_the_latest_checkpoint_are_both_candidates(layout):

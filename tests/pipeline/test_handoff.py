@@ -34,8 +34,8 @@ from aoi_pipeline.pipeline.handoff import (
     write_trajectory,
 )
 from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.run import finalize_phase2
 from aoi_pipeline.pipeline.run_specs import training_spec
+from aoi_pipeline.pipeline.run_steps import finalize_phase2
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
 CONTRACT = parse_target("FAR < 10% at Recall=100%")

@@ -8,6 +8,7 @@ chooses the validation losses, the scores and the failures and derives the expec
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -19,21 +20,18 @@ from typing import Any
 import pytest
 import yaml
 
-from aoi_pipeline.config import AutomlSettings
+from aoi_pipeline.config import AutomlSettings, DatasetSettings, DeftSettings, Images
+from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.spec.baseline import baseline_spec
 from aoi_pipeline.core.spec.keys import get_key
-from aoi_pipeline.errors import SpecError, StateError
+from aoi_pipeline.core.workspace import Workspace
+from aoi_pipeline.errors import SpecError, StateError, TrialCancelledError, TrialInfrastructureError
 from aoi_pipeline.jobs.failures import Failure
 from aoi_pipeline.jobs.job import JobResult, TaoJob
-from aoi_pipeline.pipeline.trials import (
-    TRIAL_FILE,
-    TrialCancelledError,
-    TrialInfrastructureError,
-    TrialOutcome,
-    read_outcome,
-    run_trial,
-)
+from aoi_pipeline.pipeline.context import JobDefaults, RunContext
+from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.trials import TRIAL_FILE, TrialOutcome, read_outcome, run_trial
 
 CONTRACT = parse_target("FAR < 5% at Recall=100%")
 SETTINGS = AutomlSettings(num_epochs=3, batch_size=4, spec_overrides=("dataset.classify.image_width=64",))
@@ -133,22 +131,35 @@ def validation_csv(tmp_path: Path) -> Path:
     return write_validation_csv(tmp_path / "validation_set.csv")
 
 
-def trial(tmp_path: Path, validation_csv: Path, runner: FakeRunner, number: int = 3, **overrides: Any) -> TrialOutcome:
-    arguments: dict[str, Any] = {
-        "number": number,
-        "params": PARAMS,
-        "base_spec": baseline_spec(),
-        "trial_dir": tmp_path / "run" / "phase1" / f"trial_{number:03d}",
-        "settings": SETTINGS,
-        "contract": CONTRACT,
-        "validation_csv": validation_csv,
-        "images_dir": tmp_path / "images",
-        "image": "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt",
-        "runtime": "reference",
-        "runner": runner,
-        **overrides,
-    }
-    return run_trial(**arguments)
+def trial(
+    tmp_path: Path,
+    validation_csv: Path,
+    runner: FakeRunner,
+    number: int = 3,
+    *,
+    params: dict[str, Any] = PARAMS,
+    contract: MetricContract = CONTRACT,
+    pretrained_model: Path | None = None,
+) -> TrialOutcome:
+    """Phase 1 trial `number` of a run in tmp_path/run, scored on `validation_csv`."""
+    workspace = dataclasses.replace(
+        Workspace.at(tmp_path / "ws"), validation_csv=validation_csv, images_dir=tmp_path / "images"
+    )
+    ctx = RunContext(
+        layout=RunLayout(tmp_path / "run"),
+        contract=contract,
+        workspace=workspace,
+        jobs=JobDefaults(image="nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt", runtime="reference"),
+        runner=runner,
+        dataset=DatasetSettings(),
+        images=Images(),
+        deft=DeftSettings(),
+        phase1=SETTINGS,
+        phase3=AutomlSettings(),
+    )
+    return run_trial(
+        ctx, phase="phase1", number=number, params=params, base_spec=baseline_spec(), pretrained_model=pretrained_model
+    )
 
 
 def test_the_trial_value_is_the_hand_computed_far_on_the_validation_csv(tmp_path, validation_csv):
@@ -323,18 +334,11 @@ def test_a_real_tiny_trial_with_the_reference_runtime(tmp_path):
         batch_size=8,
         spec_overrides=("dataset.classify.image_width=32", "dataset.classify.image_height=32"),
     )
+    config = config.model_copy(update={"phase1": settings})
+    ctx = RunContext.from_config(config, RunLayout(tmp_path / "run"), Launcher(), visible_gpus=0)
+    ctx = dataclasses.replace(ctx, jobs=JobDefaults(image="local", runtime="reference"))
     outcome = run_trial(
-        number=0,
-        params={"train.optim.lr": 1e-3},
-        base_spec=workspace_base_spec(config, workspace),
-        trial_dir=tmp_path / "run" / "phase1" / "trial_000",
-        settings=settings,
-        contract=CONTRACT,
-        validation_csv=workspace.validation_csv,
-        images_dir=workspace.images_dir,
-        image="local",
-        runtime="reference",
-        runner=Launcher(),
+        ctx, phase="phase1", number=0, params={"train.optim.lr": 1e-3}, base_spec=workspace_base_spec(config, workspace)
     )
     assert outcome.state in ("complete", "collapsed"), outcome.reason
     assert outcome.checkpoint is not None and outcome.checkpoint.is_file()

@@ -12,55 +12,26 @@ import csv
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core import assembly, mining, rca, routing
 from aoi_pipeline.core.dataset import DatasetCsv, read_dataset_csv, write_dataset_csv
 from aoi_pipeline.core.leakage import CsvInRoot
-from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
 from aoi_pipeline.core.stages import BASELINE, LoopStep, Stage, iteration_number, previous_label
 from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
 from aoi_pipeline.core.state_entries import IterationEntry, iteration_entries, iteration_entry
-from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import DatasetError, StateError
-from aoi_pipeline.pipeline.evaluation import JobContext
-from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.run import trained_checkpoint_fields
+from aoi_pipeline.pipeline.context import RunContext
+from aoi_pipeline.pipeline.job_runner import require_success, set_aside
 from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
-from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
+from aoi_pipeline.pipeline.run_steps import trained_checkpoint_fields
 
 VCN_COLUMNS = ("input_path", "golden_path", "label", "object_name")
-
-
-@dataclass(frozen=True)
-class DeftContext:
-    """What every stage of the loop needs."""
-
-    layout: RunLayout
-    config: PipelineConfig
-    contract: MetricContract
-    workspace: Workspace
-    jobs: JobContext
-    runner: JobRunner
-
-    @property
-    def light(self) -> str:
-        return self.config.dataset.lights[0]
-
-    @property
-    def image_ext(self) -> str:
-        return self.config.dataset.image_ext
-
-    @property
-    def recall_pct(self) -> float:
-        return self.contract.recall_target_pct or 100.0
 
 
 def fresh_dir(base: Path) -> Path:
@@ -73,12 +44,12 @@ def fresh_dir(base: Path) -> Path:
     return folder
 
 
-def _commit(ctx: DeftContext, label: str, stage: str, started: float, summary: str, fields: Mapping) -> dict:
+def _commit(ctx: RunContext, label: str, stage: str, started: float, summary: str, fields: Mapping) -> dict:
     commit = StageCommit(label, stage, "ok", summary, max(time.monotonic() - started, 0.001), dict(fields))
     return commit_stage(ctx.layout.root, commit)
 
 
-def _skip(ctx: DeftContext, label: str, stage: str, started: float, summary: str) -> dict:
+def _skip(ctx: RunContext, label: str, stage: str, started: float, summary: str) -> dict:
     commit = StageCommit(label, stage, "ok", summary, max(time.monotonic() - started, 0.001), {}, skipped=True)
     return commit_stage(ctx.layout.root, commit)
 
@@ -88,14 +59,14 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _entry(ctx: DeftContext, label: str) -> IterationEntry:
+def _entry(ctx: RunContext, label: str) -> IterationEntry:
     return iteration_entry(read_state(ctx.layout.root), label)
 
 
 # ------------------------------------------------------------------------------------------------ RCA
 
 
-def run_rca(ctx: DeftContext, label: str) -> dict:
+def run_rca(ctx: RunContext, label: str) -> dict:
     """Gap analysis of `label`'s winning KPI inference; feeds the next iteration's routing."""
     started = time.monotonic()
     entry = _entry(ctx, label)
@@ -106,7 +77,7 @@ def run_rca(ctx: DeftContext, label: str) -> dict:
         result,
         out,
         images_dir=ctx.workspace.images_dir,
-        lights=ctx.config.dataset.lights,
+        lights=ctx.dataset.lights,
         image_ext=ctx.image_ext,
     )
     targets = ", ".join(result.target_defects[:4]) or "none"
@@ -122,7 +93,7 @@ def run_rca(ctx: DeftContext, label: str) -> dict:
 # -------------------------------------------------------------------------------------------- routing
 
 
-def resolved_pool(ctx: DeftContext) -> ResolvedPool:
+def resolved_pool(ctx: RunContext) -> ResolvedPool:
     """The mining pool, every row resolved to exactly one file (a missing or empty pool is a hard stop)."""
     pool = resolve_mining_pool(
         ctx.workspace.mining_pool_csv, images_root=ctx.workspace.images_dir, light=ctx.light, image_ext=ctx.image_ext
@@ -134,7 +105,7 @@ def resolved_pool(ctx: DeftContext) -> ResolvedPool:
     return pool
 
 
-def run_routing(ctx: DeftContext, label: str) -> dict:
+def run_routing(ctx: RunContext, label: str) -> dict:
     """Route the previous RCA's weak samples to mining and/or SDG, with the SDG allocation."""
     started = time.monotonic()
     analysed = _entry(ctx, previous_label(label))
@@ -144,7 +115,7 @@ def run_routing(ctx: DeftContext, label: str) -> dict:
     result = routing.route_gaps(
         gaps,
         pool_labels={row["label"] for row in pool.rows},
-        num_sdg=ctx.config.deft.num_sdg,
+        num_sdg=ctx.deft.num_sdg,
         target_defects=targets,
     )
     out = fresh_dir(ctx.layout.iteration_dir(label) / "routing_results")
@@ -160,14 +131,14 @@ def run_routing(ctx: DeftContext, label: str) -> dict:
     return _commit(ctx, label, Stage.ROUTING, started, summary, fields)
 
 
-def _routing_dir(ctx: DeftContext, label: str) -> Path:
+def _routing_dir(ctx: RunContext, label: str) -> Path:
     return _entry(ctx, label).artifact("routing_mining_csv").parent
 
 
 # ------------------------------------------------------------------------------------------------ SDG
 
 
-def run_sdg(ctx: DeftContext, label: str) -> dict:
+def run_sdg(ctx: RunContext, label: str) -> dict:
     """Generate exactly the routed allocation of synthetic defects (the reference computes it and ignores it)."""
     started = time.monotonic()
     allocation_file = _routing_dir(ctx, label) / "allocation.json"
@@ -192,7 +163,7 @@ def run_sdg(ctx: DeftContext, label: str) -> dict:
         action="sdg",
         spec=spec,
         results_dir=results_dir,
-        image=ctx.config.images.sdg,
+        image=ctx.images.sdg,
         uses_gpu=False,
     )
     require_success(ctx.runner.run(job))
@@ -216,7 +187,7 @@ def run_sdg(ctx: DeftContext, label: str) -> dict:
 # --------------------------------------------------------------------------------------------- mining
 
 
-def _embed(ctx: DeftContext, *, name: str, csv_path: Path, images_dir: Path, out: Path, best: IterationEntry) -> Path:
+def _embed(ctx: RunContext, *, name: str, csv_path: Path, images_dir: Path, out: Path, best: IterationEntry) -> Path:
     """Embeddings of every row of a CSV with the current best model (the runtime's `embed` action)."""
     spec: Spec = load_spec(best.artifact("training_spec"))
     spec["embed"] = {
@@ -225,7 +196,7 @@ def _embed(ctx: DeftContext, *, name: str, csv_path: Path, images_dir: Path, out
         "images_dir": str(images_dir),
         "results_dir": str(out),
     }
-    job = ctx.jobs.job(name=name, action="embed", spec=spec, results_dir=out, image=ctx.config.images.embed)
+    job = ctx.jobs.job(name=name, action="embed", spec=spec, results_dir=out, image=ctx.images.embed)
     result = require_success(ctx.runner.run(job))
     return result.log_path
 
@@ -235,7 +206,7 @@ def _vcn_targets(rows: Sequence[Mapping[str, str]], path: Path) -> Path:
     return path
 
 
-def run_mining(ctx: DeftContext, label: str) -> dict:
+def run_mining(ctx: RunContext, label: str) -> dict:
     """k-NN mining of real pool images similar to the routed weak samples, never from validation or KPI."""
     started = time.monotonic()
     targets = _read_rows(_entry(ctx, label).artifact("routing_mining_csv"))
@@ -279,7 +250,7 @@ def run_mining(ctx: DeftContext, label: str) -> dict:
         expect_rows=pool_rows,
     )
     clock = time.monotonic()
-    k = ctx.config.deft.top_k_per_target
+    k = ctx.deft.top_k_per_target
     indices, sims = mining.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
     timings["knn"] = time.monotonic() - clock
     protected = [
@@ -289,14 +260,14 @@ def run_mining(ctx: DeftContext, label: str) -> dict:
     excluded = mining.leak_exclusions(
         pool,
         protected=protected,
-        lights=ctx.config.dataset.lights,
+        lights=ctx.dataset.lights,
         image_ext=ctx.image_ext,
         candidates={int(index) for index in indices.ravel()},
     )
     selection = mining.select(
         indices,
         sims,
-        min_similarity=ctx.config.deft.min_similarity,
+        min_similarity=ctx.deft.min_similarity,
         excluded_pool_indices=excluded,
         # A rerun of this iteration selects against the history before it, then re-records the same keys.
         history=ledger.mined_keys(before_iteration=number),
@@ -334,7 +305,7 @@ def run_mining(ctx: DeftContext, label: str) -> dict:
 # ---------------------------------------------------------------------------------------------- merge
 
 
-def _previous_training(ctx: DeftContext, label: str) -> tuple[DatasetCsv, bool]:
+def _previous_training(ctx: RunContext, label: str) -> tuple[DatasetCsv, bool]:
     number = iteration_number(label)
     if number <= 1:
         return read_dataset_csv(ctx.workspace.training_csv), False
@@ -342,7 +313,7 @@ def _previous_training(ctx: DeftContext, label: str) -> tuple[DatasetCsv, bool]:
     return read_dataset_csv(previous), True
 
 
-def run_merge(ctx: DeftContext, label: str) -> dict:
+def run_merge(ctx: RunContext, label: str) -> dict:
     """Previous training CSV + SDG rows + mined rows, with provenance, validated for files and leakage."""
     started = time.monotonic()
     entry = _entry(ctx, label)
@@ -390,7 +361,7 @@ def run_merge(ctx: DeftContext, label: str) -> dict:
         workspace_root=ctx.workspace.root,
         validation=CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
         kpi=CsvInRoot(read_dataset_csv(ctx.workspace.kpi_csv), images),
-        lights=ctx.config.dataset.lights,
+        lights=ctx.dataset.lights,
         image_ext=ctx.image_ext,
         report_json=report,
     )
@@ -407,7 +378,7 @@ def run_merge(ctx: DeftContext, label: str) -> dict:
 # ---------------------------------------------------------------------------------------------- train
 
 
-def run_iteration_train(ctx: DeftContext, label: str) -> dict:
+def run_iteration_train(ctx: RunContext, label: str) -> dict:
     """Retrain on the combined CSV, warm-started from the previous best, same epoch budget, fresh dir."""
     started = time.monotonic()
     best = _entry(ctx, previous_label(label))
@@ -418,8 +389,8 @@ def run_iteration_train(ctx: DeftContext, label: str) -> dict:
     spec = training_spec(
         base,
         results_dir=train_dir,
-        num_epochs=ctx.config.deft.num_epochs,
-        batch_size=ctx.config.phase1.batch_size,
+        num_epochs=ctx.deft.num_epochs,
+        batch_size=ctx.train_batch_size,
         pretrained_model=best.artifact("best_ckpt_path"),
     )
     spec_path = ctx.layout.iteration_spec(label)
@@ -428,11 +399,11 @@ def run_iteration_train(ctx: DeftContext, label: str) -> dict:
         ctx.runner.run(ctx.jobs.job(name=f"{label}-train", action="train", spec=spec, results_dir=train_dir))
     )
     fields = trained_checkpoint_fields(train_dir, spec_path)
-    summary = f"{label} trained {ctx.config.deft.num_epochs} epochs on {combined.name}, warm from {best.best_ckpt_path}"
+    summary = f"{label} trained {ctx.deft.num_epochs} epochs on {combined.name}, warm from {best.best_ckpt_path}"
     return _commit(ctx, label, Stage.TRAIN, started, summary, fields)
 
 
-def commit_failure(ctx: DeftContext, label: str, stage: str, error: Exception, started: float) -> None:
+def commit_failure(ctx: RunContext, label: str, stage: str, error: Exception, started: float) -> None:
     """Record a hard stop: the stage as an error event; the run becomes failed."""
     reason = " ".join(str(error).split())[:800]
     commit = StageCommit(
@@ -474,7 +445,7 @@ def _rca_gaps(state: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return gaps
 
 
-def report_extras(ctx: DeftContext) -> dict[str, Any]:
+def report_extras(ctx: RunContext) -> dict[str, Any]:
     """What the report shows beyond the state: rows by source, SDG/mining counts, pool share, the handoff."""
     state = read_state(ctx.layout.root)
     growth: dict[str, dict[str, int]] = {BASELINE: {"base_train": len(_read_rows(ctx.workspace.training_csv))}}
@@ -502,7 +473,7 @@ def report_extras(ctx: DeftContext) -> dict[str, Any]:
     return extras
 
 
-def iteration_summary(ctx: DeftContext, label: str) -> str:
+def iteration_summary(ctx: RunContext, label: str) -> str:
     """A short markdown summary of one evaluated iteration (the per-iteration Prefect artifact)."""
     state = read_state(ctx.layout.root)
     entry = iteration_entry(state, label)
@@ -532,7 +503,7 @@ def iteration_summary(ctx: DeftContext, label: str) -> str:
 # ----------------------------------------------------------------------------------------------- loop
 
 
-def next_step(ctx: DeftContext) -> tuple[str, str]:
+def next_step(ctx: RunContext) -> tuple[str, str]:
     """(label, stage) the loop runs next; after a hard stop, the failed stage (a rerun retries it once)."""
     state = read_state(ctx.layout.root)
     step = next_stage(state)
@@ -542,11 +513,11 @@ def next_step(ctx: DeftContext) -> tuple[str, str]:
     return failed["iter"], LoopStep.FINALIZE if failed["stage"] == Stage.LOOP_STOP else failed["stage"]
 
 
-def stop_reason(ctx: DeftContext, label: str) -> str:
+def stop_reason(ctx: RunContext, label: str) -> str:
     return "metric_met" if _entry(ctx, label).passed else "max_iterations"
 
 
-def run_loop(ctx: DeftContext, run_stage: Callable[[str, str], None]) -> str:
+def run_loop(ctx: RunContext, run_stage: Callable[[str, str], None]) -> str:
     """Run Phase 2 to its end, one committed stage at a time; returns the final iteration label.
 
     `run_stage(label, stage)` runs one stage (a Prefect task in the flow, a plain call in benchmarks) for the
@@ -559,7 +530,7 @@ def run_loop(ctx: DeftContext, run_stage: Callable[[str, str], None]) -> str:
         run_stage(label, stage)
 
 
-ITERATION_STAGES: dict[str, Callable[[DeftContext, str], dict]] = {
+ITERATION_STAGES: dict[str, Callable[[RunContext, str], dict]] = {
     Stage.RCA: run_rca,
     Stage.ROUTING: run_routing,
     Stage.ANOMALYGEN: run_sdg,

@@ -21,39 +21,14 @@ from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.state import StageCommit, commit_stage
 from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
-from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.jobs.metric_command import run_evaluator_command
+from aoi_pipeline.pipeline.context import RunContext
+from aoi_pipeline.pipeline.job_runner import require_success, set_aside
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.run_specs import inference_spec
-from aoi_pipeline.pipeline.running import JobRunner, require_success, set_aside
 
 METRIC_RESULT_FILE = "metric_result.json"
 CHECKPOINT_KINDS = ("best_val", "latest")
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What every job of a run shares: the image, the runtime and the GPUs per job."""
-
-    image: str
-    runtime: str
-    gpus: int = 0
-    timeout_s: float | None = None
-
-    def job(
-        self, *, name: str, action: str, spec: Spec, results_dir: Path, image: str | None = None, uses_gpu: bool = True
-    ) -> TaoJob:
-        """A job of this run: its image (unless the action has its own), runtime, GPU share and time limit."""
-        return TaoJob(
-            name=name,
-            action=action,
-            image=image or self.image,
-            spec=spec,
-            results_dir=results_dir,
-            runtime=self.runtime,
-            gpus=self.gpus if uses_gpu else 0,
-            timeout_s=self.timeout_s,
-        )
 
 
 @dataclass(frozen=True)
@@ -104,19 +79,10 @@ def candidate_checkpoints(train_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def evaluate_iteration(
-    *,
-    layout: RunLayout,
-    label: str,
-    train_spec: Spec,
-    contract: MetricContract,
-    kpi_csv: Path,
-    images_dir: Path,
-    jobs: JobContext,
-    runner: JobRunner,
-) -> Evaluation:
+def evaluate_iteration(ctx: RunContext, label: str, train_spec: Spec) -> Evaluation:
     """Infer every candidate checkpoint on the KPI CSV, score each, and pick the contract's winner."""
     started = time.monotonic()
+    layout, contract = ctx.layout, ctx.contract
     scored: list[EvaluatedCheckpoint] = []
     for kind, checkpoint in candidate_checkpoints(layout.train_dir(label)):
         results_dir = layout.inference_dir(label, kind)
@@ -124,12 +90,12 @@ def evaluate_iteration(
         spec = inference_spec(
             train_spec,
             checkpoint=checkpoint,
-            csv_path=kpi_csv,
-            images_dir=images_dir,
+            csv_path=ctx.workspace.kpi_csv,
+            images_dir=ctx.workspace.images_dir,
             results_dir=results_dir,
         )
-        job = jobs.job(name=f"{label}-inference-{kind}", action="inference", spec=spec, results_dir=results_dir)
-        require_success(runner.run(job))
+        job = ctx.jobs.job(name=f"{label}-inference-{kind}", action="inference", spec=spec, results_dir=results_dir)
+        require_success(ctx.runner.run(job))
         inference_csv = results_dir / "inference.csv"
         metric_json = results_dir / METRIC_RESULT_FILE
         result = evaluate_inference_csv(
@@ -141,29 +107,11 @@ def evaluate_iteration(
     return Evaluation(label, winner, tuple(scored), time.monotonic() - started)
 
 
-def evaluate_and_commit(
-    *,
-    layout: RunLayout,
-    label: str,
-    contract: MetricContract,
-    kpi_csv: Path,
-    images_dir: Path,
-    jobs: JobContext,
-    runner: JobRunner,
-) -> Evaluation:
+def evaluate_and_commit(ctx: RunContext, label: str) -> Evaluation:
     """Evaluate `label` with the training spec recorded for it and commit the winner as its `evaluate` stage."""
-    spec_path = layout.iteration_spec(label)
-    evaluation = evaluate_iteration(
-        layout=layout,
-        label=label,
-        train_spec=load_spec(spec_path),
-        contract=contract,
-        kpi_csv=kpi_csv,
-        images_dir=images_dir,
-        jobs=jobs,
-        runner=runner,
-    )
-    commit_evaluation(layout, evaluation, contract=contract, training_spec=spec_path)
+    spec_path = ctx.layout.iteration_spec(label)
+    evaluation = evaluate_iteration(ctx, label, load_spec(spec_path))
+    commit_evaluation(ctx.layout, evaluation, contract=ctx.contract, training_spec=spec_path)
     return evaluation
 
 

@@ -21,19 +21,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from aoi_pipeline.config import AutomlSettings
 from aoi_pipeline.core.far import FarResult, ScoredRows, far_at_recall, read_scored_csv
 from aoi_pipeline.core.files import atomic_write_json
-from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.spec import Spec
-from aoi_pipeline.errors import AoiPipelineError, InfrastructureJobError, MetricContractError, Problem, StateError
+from aoi_pipeline.errors import (
+    MetricContractError,
+    Problem,
+    StateError,
+    TrialCancelledError,
+    TrialInfrastructureError,
+)
 from aoi_pipeline.jobs.checkpoints import STATUS_FILE, best_val_checkpoint, latest_checkpoint
-from aoi_pipeline.jobs.failures import Failure
-from aoi_pipeline.jobs.job import JobResult, TaoJob
+from aoi_pipeline.jobs.job import JobResult
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.jobs.status import read_status, validation_history
+from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.run_specs import inference_spec, training_spec
-from aoi_pipeline.pipeline.running import JobRunner
 
 TrialState = Literal["complete", "failed", "collapsed"]
 TRIAL_FILE = "trial.json"
@@ -43,16 +46,6 @@ INFERENCE_CSV = "inference.csv"
 # Scores closer together than this are one score: float32 networks do not separate rows by less.
 COLLAPSE_SPREAD = 1e-9
 _JOB_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class TrialInfrastructureError(InfrastructureJobError):
-    """A trial's job failed for a reason outside the program (lost node, full disk, no runtime): retriable."""
-
-    failure: Failure | None = None
-
-
-class TrialCancelledError(AoiPipelineError):
-    """A trial's job was cancelled; the trial has no outcome and must not be retried."""
 
 
 @dataclass(frozen=True)
@@ -135,35 +128,29 @@ def read_outcome(trial_dir: Path) -> TrialOutcome | None:
 
 
 def run_trial(
+    ctx: RunContext,
     *,
+    phase: str,
     number: int,
     params: Mapping[str, Any],
     base_spec: Spec,
-    trial_dir: Path,
-    settings: AutomlSettings,
-    contract: MetricContract,
-    validation_csv: Path,
-    images_dir: Path,
-    image: str,
-    runtime: str,
-    runner: JobRunner,
     pretrained_model: Path | None = None,
-    gpus: int = 0,
-    timeout_s: float | None = None,
 ) -> TrialOutcome:
-    """Train with `params`, score the validation CSV, and record the outcome in `trial_dir/trial.json`.
+    """Train with `params`, score the validation CSV, and record the outcome in the trial's `trial.json`.
 
-    `timeout_s` limits each job. A trial already recorded in `trial_dir` returns its recorded outcome
-    without running anything; the directories of an earlier unfinished attempt (an infrastructure failure
-    being retried) are kept beside the new ones as `train.attempt<N>` / `val_inference.attempt<N>`.
-    Raises TrialInfrastructureError (retriable) or TrialCancelledError; a spec that the parameters cannot
-    be applied to raises SpecError before any job runs.
+    The phase's settings pin epochs, batch size and spec overrides; each job gets the run's job defaults. A
+    trial already recorded in its directory returns its recorded outcome without running anything; the
+    directories of an earlier unfinished attempt (an infrastructure failure being retried) are kept beside
+    the new ones as `train.attempt<N>` / `val_inference.attempt<N>`. Raises TrialInfrastructureError
+    (retriable) or TrialCancelledError; a spec that the parameters cannot be applied to raises SpecError
+    before any job runs.
     """
     started = time.monotonic()
-    trial_dir = Path(trial_dir)
+    trial_dir = ctx.layout.trial_dir(phase, number)
     recorded = _recorded_outcome(trial_dir, number, params)
     if recorded is not None:
         return recorded
+    settings = ctx.automl(phase)
     train_dir, inference_dir = trial_dir / TRAIN_DIR, trial_dir / VAL_INFERENCE_DIR
     train_spec = training_spec(
         base_spec,
@@ -176,20 +163,9 @@ def run_trial(
     )
     _set_aside_earlier_attempt(train_dir, inference_dir)
     record = _Recorder(trial_dir, number, dict(params), started)
-
-    def job(action: str, spec: Spec, results_dir: Path) -> TaoJob:
-        return TaoJob(
-            name=_job_name(trial_dir, number, action),
-            action=action,
-            image=image,
-            spec=spec,
-            results_dir=results_dir,
-            runtime=runtime,  # type: ignore[arg-type]  # TaoJob validates it
-            gpus=gpus,
-            timeout_s=timeout_s,
-        )
-
-    trained = runner.run(job("train", train_spec, train_dir))
+    trained = ctx.runner.run(
+        ctx.jobs.job(name=_job_name(trial_dir, number, "train"), action="train", spec=train_spec, results_dir=train_dir)
+    )
     if (reason := _program_failure(trained, number, "train")) is not None:
         return record.failed(reason, train_spec_path=trained.spec_path)
     checkpoint = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
@@ -197,15 +173,24 @@ def run_trial(
     if checkpoint is None:
         reason = f"train wrote no checkpoint into {train_dir}"
         return record.failed(reason, train_spec_path=trained.spec_path, val_loss=val_loss)
+    known = {"train_spec_path": trained.spec_path, "val_loss": val_loss, "checkpoint": checkpoint.path}
+    return _score_on_validation(ctx, record, train_spec, known, trial_dir, number)
+
+
+def _score_on_validation(
+    ctx: RunContext, record: _Recorder, train_spec: Spec, known: dict[str, Any], trial_dir: Path, number: int
+) -> TrialOutcome:
+    """Infer the trained checkpoint on the validation CSV and record the FAR at the contract's recall."""
+    inference_dir = trial_dir / VAL_INFERENCE_DIR
     scoring_spec = inference_spec(
         train_spec,
-        checkpoint=checkpoint.path,
-        csv_path=Path(validation_csv),
-        images_dir=Path(images_dir),
+        checkpoint=known["checkpoint"],
+        csv_path=ctx.workspace.validation_csv,
+        images_dir=ctx.workspace.images_dir,
         results_dir=inference_dir,
     )
-    inferred = runner.run(job("inference", scoring_spec, inference_dir))
-    known = {"train_spec_path": trained.spec_path, "val_loss": val_loss, "checkpoint": checkpoint.path}
+    name = _job_name(trial_dir, number, "inference")
+    inferred = ctx.runner.run(ctx.jobs.job(name=name, action="inference", spec=scoring_spec, results_dir=inference_dir))
     if (reason := _program_failure(inferred, number, "validation inference")) is not None:
         return record.failed(reason, **known)
     scores_csv = inference_dir / INFERENCE_CSV
@@ -213,7 +198,7 @@ def run_trial(
         rows = read_scored_csv(scores_csv)
     except MetricContractError as error:
         return record.failed(f"validation scoring failed: {error}", inference_csv=scores_csv, **known)
-    recall = contract.recall_target_pct
+    recall = ctx.contract.recall_target_pct
     far = far_at_recall(rows, 100.0 if recall is None else recall)
     return record.scored(far, collapse_reason(rows, far), inference_csv=scores_csv, **known)
 

@@ -11,7 +11,7 @@ from aoi_pipeline.core.metric_target import parse_target, render_target
 from aoi_pipeline.core.state import StageCommit, commit_stage, init_state
 from aoi_pipeline.errors import StateError
 from aoi_pipeline.pipeline.layout import PHASES, PipelineRecord, RunLayout
-from aoi_pipeline.pipeline.status import describe_run_dir
+from aoi_pipeline.pipeline.run_summary import describe_run_dir
 
 CONTRACT = parse_target("FAR < 5% at Recall=100%")
 

@@ -9,13 +9,15 @@ hard stops.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aoi_pipeline.errors import InfrastructureJobError, ProgramJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 
 
+# Runtime-checkable so Prefect can build the parameter schema of a flow or task that receives one.
+@runtime_checkable
 class JobRunner(Protocol):
     """Runs one job to its end and reports how it went."""
 

@@ -28,16 +28,14 @@ from aoi_pipeline.core.state import STATE_FILE, init_state, next_stage, read_sta
 from aoi_pipeline.core.workspace import Workspace
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob
-from aoi_pipeline.pipeline.evaluation import JobContext, commit_evaluation, evaluate_iteration
+from aoi_pipeline.pipeline.context import JobDefaults, RunContext
+from aoi_pipeline.pipeline.evaluation import commit_evaluation, evaluate_iteration
 from aoi_pipeline.pipeline.handoff import select_best_model
 from aoi_pipeline.pipeline.layout import RunLayout
-from aoi_pipeline.pipeline.run import (
+from aoi_pipeline.pipeline.phases import phase2_best_checkpoint, phase2_training_csv, register_phase3
+from aoi_pipeline.pipeline.run_steps import (
     ensure_run_state,
     finalize_phase2,
-    job_context,
-    phase2_best_checkpoint,
-    phase2_training_csv,
-    register_phase3,
     start_run,
     state_config,
     train_baseline,
@@ -123,6 +121,11 @@ def make_config(workspace: Workspace, **changes: Any) -> PipelineConfig:
     return config_from_mapping(data)
 
 
+def make_context(workspace: Workspace, layout: RunLayout, runner: Any = None, **changes: Any) -> RunContext:
+    """The run's context from `make_config(workspace, **changes)`, its jobs given to `runner`, no GPU visible."""
+    return RunContext.from_config(make_config(workspace, **changes), layout, runner, visible_gpus=0)
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> RunLayout:
     return RunLayout(tmp_path / "ws" / "results" / "run_20250101_000000")
@@ -136,8 +139,7 @@ def _files(root: Path) -> set[str]:
 
 
 def test_the_state_config_names_the_runs_inputs(workspace, layout):
-    config = make_config(workspace)
-    block = state_config(config, workspace, layout)
+    block = state_config(make_context(workspace, layout))
     assert block["specs_file"] == str(layout.base_spec)
     assert block["training_csv"] == str(workspace.training_csv)
     assert block["validation_csv"] == str(workspace.validation_csv)
@@ -190,38 +192,33 @@ def test_start_run_writes_only_the_approval_the_plan_and_the_base_spec(workspace
 )
 def test_the_gpus_of_each_job(workspace, gpus, per_job, visible, expected):
     config = make_config(workspace, gpus=gpus, gpus_per_job=per_job)
-    assert job_context(config, visible_gpus=visible).gpus == expected
+    assert JobDefaults.from_config(config, visible_gpus=visible).gpus == expected
 
 
 def test_the_job_context_carries_the_image_runtime_and_timeout(workspace):
-    context = job_context(make_config(workspace, job_timeout_minutes=1.5, runtime="tao"), visible_gpus=0)
-    assert context == JobContext(image="registry.example/tao:pyt", runtime="tao", gpus=0, timeout_s=90.0)
-    assert job_context(make_config(workspace), visible_gpus=0).timeout_s is None
+    context = make_context(workspace, RunLayout(workspace.root / "run"), job_timeout_minutes=1.5, runtime="tao")
+    assert context.jobs == JobDefaults(image="registry.example/tao:pyt", runtime="tao", gpus=0, timeout_s=90.0)
+    assert make_context(workspace, RunLayout(workspace.root / "run")).jobs.timeout_s is None
 
 
 # ------------------------------------------------------------------------------------------ run state
 
 
 def test_ensure_run_state_creates_the_state_once_and_keeps_it(workspace, layout):
-    config = make_config(workspace, deft={"max_iterations": 2})
-    ensure_run_state(layout, config=config, contract=CONTRACT, workspace=workspace)
+    ctx = make_context(workspace, layout, deft={"max_iterations": 2}, kpi_target=render_target(CONTRACT))
+    ensure_run_state(ctx)
     state = read_state(layout.root)
     assert state["max_iterations"] == 2
     assert state["kpi_target"] == render_target(CONTRACT)
-    assert state["config"] == state_config(config, workspace, layout)
+    assert state["config"] == state_config(ctx)
     assert (next_stage(state).label, next_stage(state).stage) == (BASELINE, "train")
     first = (layout.root / STATE_FILE).read_bytes()
-    ensure_run_state(
-        layout,
-        config=make_config(workspace, deft={"max_iterations": 5}),
-        contract=CONTRACT,
-        workspace=workspace,
-    )
+    ensure_run_state(make_context(workspace, layout, deft={"max_iterations": 5}))
     assert (layout.root / STATE_FILE).read_bytes() == first
 
 
 def test_phase2_training_csv_falls_back_to_the_base_csv(workspace, layout):
-    ensure_run_state(layout, config=make_config(workspace), contract=CONTRACT, workspace=workspace)
+    ensure_run_state(make_context(workspace, layout))
     assert phase2_training_csv(layout, workspace) == (workspace.training_csv, workspace.images_dir)
 
 
@@ -247,11 +244,10 @@ def test_phase2_training_csv_is_the_last_iterations_combined_csv(workspace, layo
 
 
 def test_train_baseline_commits_the_best_validation_checkpoint(workspace, layout):
-    config = make_config(workspace)
-    ensure_run_state(layout, config=config, contract=CONTRACT, workspace=workspace)
     runner = FakeRunner(val_losses={1: 0.7, 2: 0.3, 3: 0.5}, scores={})
-    jobs = job_context(config, visible_gpus=0)
-    checkpoint = train_baseline(layout=layout, base_spec=baseline_spec(), config=config, jobs=jobs, runner=runner)
+    ctx = make_context(workspace, layout, runner, kpi_target=render_target(CONTRACT))
+    ensure_run_state(ctx)
+    checkpoint = train_baseline(ctx, baseline_spec())
     assert checkpoint == layout.train_dir(BASELINE) / "model_epoch_002_step_00020.pth"
     (job,) = runner.jobs
     assert job.action == "train" and job.results_dir == layout.train_dir(BASELINE)
@@ -265,31 +261,21 @@ def test_train_baseline_commits_the_best_validation_checkpoint(workspace, layout
     assert (next_stage(state).label, next_stage(state).stage) == (BASELINE, "evaluate")
 
 
-def _phase2_done(workspace: Workspace, layout: RunLayout, baseline_scores: Sequence[float]) -> FakeRunner:
-    """Phase 1 off: baseline train + KPI evaluation + loop_stop, as the flow runs them."""
-    config = make_config(workspace)
-    ensure_run_state(layout, config=config, contract=CONTRACT, workspace=workspace)
+def _phase2_done(workspace: Workspace, layout: RunLayout, baseline_scores: Sequence[float]) -> RunContext:
+    """Phase 1 off: baseline train + KPI evaluation + loop_stop, as the flow runs them; the run's context."""
     runner = FakeRunner(
         val_losses={1: 0.5},
         scores={"baseline-inference-best_val": baseline_scores},
     )
-    jobs = job_context(config, visible_gpus=0)
-    train_baseline(layout=layout, base_spec=baseline_spec(), config=config, jobs=jobs, runner=runner)
+    ctx = make_context(workspace, layout, runner, kpi_target=render_target(CONTRACT))
+    ensure_run_state(ctx)
+    train_baseline(ctx, baseline_spec())
     spec = load_spec(layout.iteration_spec(BASELINE))
-    evaluation = evaluate_iteration(
-        layout=layout,
-        label=BASELINE,
-        train_spec=spec,
-        contract=CONTRACT,
-        kpi_csv=workspace.kpi_csv,
-        images_dir=workspace.images_dir,
-        jobs=jobs,
-        runner=runner,
-    )
+    evaluation = evaluate_iteration(ctx, BASELINE, spec)
     commit_evaluation(layout, evaluation, contract=CONTRACT, training_spec=layout.iteration_spec(BASELINE))
     reason = "metric_met" if evaluation.winner.result.passed else "max_iterations"
     finalize_phase2(layout, label=BASELINE, stop_reason=reason)
-    return runner
+    return ctx
 
 
 def phase3_winner(tmp_path: Path, layout: RunLayout, number: int = 1) -> TrialOutcome:
@@ -319,18 +305,10 @@ def test_finalize_phase2_hands_off_the_baseline_and_phase3_warm_starts_from_it(w
 def test_register_phase3_lets_the_contract_weigh_it_against_phase2(
     tmp_path, workspace, layout, phase3_scores, deliverable
 ):
-    runner = _phase2_done(workspace, layout, FAR_25)
-    runner.scores["final_automl-inference-latest"] = phase3_scores
+    ctx = _phase2_done(workspace, layout, FAR_25)
+    ctx.runner.scores["final_automl-inference-latest"] = phase3_scores
     winner = phase3_winner(tmp_path, layout)
-    register_phase3(
-        layout=layout,
-        winner=winner,
-        contract=CONTRACT,
-        kpi_csv=workspace.kpi_csv,
-        images_dir=workspace.images_dir,
-        jobs=job_context(make_config(workspace), visible_gpus=0),
-        runner=runner,
-    )
+    register_phase3(ctx, winner)
     state = read_state(layout.root)
     entry = state["iterations"][FINAL_AUTOML]
     copied = layout.train_dir(FINAL_AUTOML) / winner.checkpoint.name
@@ -341,37 +319,20 @@ def test_register_phase3_lets_the_contract_weigh_it_against_phase2(
 
 
 def test_register_phase3_refuses_a_winner_without_a_checkpoint(tmp_path, workspace, layout):
-    runner = _phase2_done(workspace, layout, FAR_25)
+    ctx = _phase2_done(workspace, layout, FAR_25)
     winner = phase3_winner(tmp_path, layout)
     winner = TrialOutcome(**{**winner.__dict__, "checkpoint": None})
     with pytest.raises(ProgramJobError):
-        register_phase3(
-            layout=layout,
-            winner=winner,
-            contract=CONTRACT,
-            kpi_csv=workspace.kpi_csv,
-            images_dir=workspace.images_dir,
-            jobs=job_context(make_config(workspace), visible_gpus=0),
-            runner=runner,
-        )
+        register_phase3(ctx, winner)
     assert FINAL_AUTOML not in read_state(layout.root)["iterations"]
 
 
 def test_a_rerun_of_a_finished_phase3_registration_resumes_instead_of_failing(tmp_path, workspace, layout):
-    runner = _phase2_done(workspace, layout, FAR_25)
-    runner.scores["final_automl-inference-latest"] = FAR_0
+    ctx = _phase2_done(workspace, layout, FAR_25)
+    ctx.runner.scores["final_automl-inference-latest"] = FAR_0
     winner = phase3_winner(tmp_path, layout)
-    arguments = {
-        "layout": layout,
-        "winner": winner,
-        "contract": CONTRACT,
-        "kpi_csv": workspace.kpi_csv,
-        "images_dir": workspace.images_dir,
-        "jobs": job_context(make_config(workspace), visible_gpus=0),
-        "runner": runner,
-    }
-    register_phase3(**arguments)
-    register_phase3(**arguments)
+    register_phase3(ctx, winner)
+    register_phase3(ctx, winner)
     state = read_state(layout.root)
     assert [event["stage"] for event in state["events"] if event["iter"] == FINAL_AUTOML] == ["train", "evaluate"]
     assert select_best_model(layout).iteration == FINAL_AUTOML
