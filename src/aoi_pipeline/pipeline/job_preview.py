@@ -1,7 +1,7 @@
 """What a run would hand a work pool for one action, for a user to review before anything runs.
 
 `preview_job` builds the `TaoJob` a run makes for an action (its image, the run's GPU share per job, the results
-root on the workspace), exactly as the run's `JobContext` does; `render_job` turns it into what the platform's
+root on the workspace), exactly as the run's `JobDefaults` do; `render_job` turns it into what the platform's
 worker submits: for Kubernetes, the Job manifest rendered by the worker's own code from our base job template.
 On a work pool the GPUs are the pool's nodes', not this machine's, so `gpus: auto` counts as GPUs present.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.errors import ConfigError
 from aoi_pipeline.jobs.job import ACTIONS, TaoJob
-from aoi_pipeline.pipeline.run import job_context
+from aoi_pipeline.pipeline.context import JobDefaults
 
 RENDERABLE_PLATFORMS = ("kubernetes",)
 # Synthetic data generation needs no GPU of its own (the DEFT loop runs it with uses_gpu=False).
@@ -32,8 +32,8 @@ def preview_job(config: PipelineConfig, action: str) -> TaoJob:
     if action not in ACTIONS:
         raise ConfigError.at("--action", f"unknown action {action!r}", f"use one of {', '.join(ACTIONS)}")
     # The job is previewed for a work pool, whose nodes hold the GPUs: `gpus: auto` means GPUs are there.
-    context = job_context(config, visible_gpus=config.gpus_per_job)
-    return context.job(
+    defaults = JobDefaults.from_config(config, visible_gpus=config.gpus_per_job)
+    return defaults.job(
         name=f"preview.{action}",
         action=action,
         spec={},
