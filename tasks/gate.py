@@ -64,5 +64,6 @@ def approval_gate(
         )
         form = ApprovalForm.model_validate(answer.model_dump())
     record = record_from_form(form, plan_hash)
-    logger.info("plan %s %sd by %s: %s", plan_hash, record.decision, record.reviewer, record.comment or "-")
+    verdict = "approved" if record.approved else "rejected"
+    logger.info("plan %s %s by %s: %s", plan_hash, verdict, record.reviewer, record.comment or "-")
     return record

@@ -1,7 +1,8 @@
-"""Shared fixtures of the top-level tests: a tiny DEFT workspace writer and a snapshot of a directory tree.
+"""Shared fixtures of every test: the one tiny DEFT workspace builder and a snapshot of a directory tree.
 
-The core tests keep their own copies in tests/core/conftest.py; these serve the tests beside this file (the
-command line, the pipeline configuration and the bad-input catalogue).
+`WorkspaceBuilder` writes workspace files (images under images/, CSVs anywhere, rows as dicts); the `ws` and
+`tiny_ws` fixtures give one rooted at tmp_path/ws. The core tests, the command line, the pipeline
+configuration and the bad-input catalogue all build their workspaces with it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from pathlib import Path
 import pytest
 
 HEADER = ("input_path", "golden_path", "label", "object_name")
+# Existence is what the validators check; the bytes of a 1x1 grey PNG keep the files realistic.
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a49444154789c63600000000200015d0b6c1b0000000049454e44ae426082"
+)
 
 
-class TinyWorkspace:
+class WorkspaceBuilder:
     """Writes a DEFT workspace under `root`: images under images/, CSVs anywhere, rows as dicts."""
 
     TRAIN = "train/base/training_set.csv"
@@ -29,21 +35,36 @@ class TinyWorkspace:
         self.images = root / "images"
         self.images.mkdir(parents=True)
 
+    def image(self, relative: str, data: bytes = PNG_1X1, *, under: Path | None = None) -> Path:
+        path = (under or self.images) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
     def sample(
-        self, board: str, tile: str, label: str = "PASS", *, ext: str = ".jpg", prefix: str = ""
+        self,
+        board: str,
+        tile: str,
+        label: str = "PASS",
+        *,
+        lights: Sequence[str] = ("SolderLight",),
+        ext: str = ".jpg",
+        prefix: str = "",
+        **extra: str,
     ) -> dict[str, str]:
-        """Write the test and golden SolderLight images of one component; return its CSV row."""
+        """Write the test and golden images of one component; return its CSV row (paths get `prefix`)."""
         for side in ("test", "golden"):
-            image = self.images / board / side / f"{tile}_SolderLight{ext}"
-            image.parent.mkdir(parents=True, exist_ok=True)
-            # Distinct bytes per file, so a mix-up of two files could never go unnoticed.
-            image.write_bytes(f"{board}/{side}/{tile}".encode())
-        return {
+            for light in lights:
+                # Distinct bytes per file, so a mix-up of two files could never go unnoticed.
+                self.image(f"{board}/{side}/{tile}_{light}{ext}", data=f"{board}/{side}/{tile}/{light}".encode())
+        row = {
             "input_path": f"{prefix}{board}/test",
             "golden_path": f"{prefix}{board}/golden",
             "label": label,
             "object_name": tile,
         }
+        row.update(extra)
+        return row
 
     def csv(self, relative: str, rows: Iterable[Mapping[str, str]], columns: Sequence[str] = HEADER) -> Path:
         lines = [",".join(columns)] + [",".join(row.get(column, "") for column in columns) for row in rows]
@@ -75,8 +96,14 @@ class TinyWorkspace:
 
 
 @pytest.fixture
-def tiny_ws(tmp_path: Path) -> TinyWorkspace:
-    return TinyWorkspace(tmp_path / "ws")
+def ws(tmp_path: Path) -> WorkspaceBuilder:
+    return WorkspaceBuilder(tmp_path / "ws")
+
+
+@pytest.fixture
+def tiny_ws(ws: WorkspaceBuilder) -> WorkspaceBuilder:
+    """The same builder under the name the command-line and catalogue tests use."""
+    return ws
 
 
 Snapshot = dict[str, tuple[str, int, str]]

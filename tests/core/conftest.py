@@ -1,11 +1,14 @@
-"""Fixtures for the core tests: tiny DEFT workspaces and run states built in tmp_path, a directory snapshot."""
+"""Fixtures for the core tests: run states built in tmp_path and a directory snapshot.
+
+The workspace builder (`ws`) is the one every test shares, in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,67 +17,6 @@ import pytest
 
 from aoi_pipeline.core.state import STATE_FILE, StageCommit, commit_stage, init_state
 from aoi_pipeline.errors import StateError
-
-HEADER = ("input_path", "golden_path", "label", "object_name")
-# Existence is what the validators check; the bytes of a 1x1 grey PNG keep the files realistic.
-PNG_1X1 = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
-    "3a7e9b550000000a49444154789c63600000000200015d0b6c1b0000000049454e44ae426082"
-)
-
-
-class WorkspaceBuilder:
-    """Writes DEFT workspace files: images under images/, CSVs anywhere, rows as dicts."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.images = root / "images"
-        self.images.mkdir(parents=True)
-
-    def image(self, relative: str, data: bytes = PNG_1X1, *, under: Path | None = None) -> Path:
-        path = (under or self.images) / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return path
-
-    def sample(
-        self,
-        board: str,
-        tile: str,
-        label: str = "PASS",
-        *,
-        lights: Sequence[str] = ("SolderLight",),
-        ext: str = ".jpg",
-        prefix: str = "",
-        **extra: str,
-    ) -> dict[str, str]:
-        """Create the test and golden images of one component; return its CSV row (paths get `prefix`)."""
-        for side in ("test", "golden"):
-            for light in lights:
-                self.image(f"{board}/{side}/{tile}_{light}{ext}", data=f"{board}{side}{tile}{light}".encode())
-        row = {
-            "input_path": f"{prefix}{board}/test",
-            "golden_path": f"{prefix}{board}/golden",
-            "label": label,
-            "object_name": tile,
-        }
-        row.update(extra)
-        return row
-
-    def csv(self, relative: str, rows: Iterable[Mapping[str, str]], columns: Sequence[str] = HEADER) -> Path:
-        lines = [",".join(columns)] + [",".join(row.get(column, "") for column in columns) for row in rows]
-        return self.text(relative, "\n".join(lines) + "\n")
-
-    def text(self, relative: str, text: str) -> Path:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        return path
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> WorkspaceBuilder:
-    return WorkspaceBuilder(tmp_path / "ws")
 
 
 @pytest.fixture

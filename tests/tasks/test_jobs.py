@@ -1,0 +1,96 @@
+"""TAO jobs as task runs: the launcher gets the job, only infrastructure failures raise (and are retried)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import tasks.jobs as job_tasks
+from aoi_pipeline.errors import InfrastructureJobError
+from aoi_pipeline.jobs.failures import Failure
+from aoi_pipeline.jobs.job import JobResult, TaoJob
+
+
+def make_job(tmp_path: Path) -> TaoJob:
+    return TaoJob(name="phase1-trial000-train", action="train", image="tao:pyt", spec={}, results_dir=tmp_path / "t")
+
+
+class FakeLauncher:
+    """Records what it is asked to run and returns the result it was given."""
+
+    def __init__(self, status: str = "success", failure: Failure | None = None) -> None:
+        self.status, self.failure = status, failure
+        self.calls: list[tuple[TaoJob, Any]] = []
+
+    def run(self, job: TaoJob, *, log: Any, cancel: Any) -> JobResult:
+        self.calls.append((job, cancel))
+        log(f"{job.name}: epoch 1/1")
+        now = datetime.now(UTC)
+        code = 0 if self.status == "success" else 1
+        return JobResult(job, code, self.status, self.failure, now, now, 0.5, job.results_dir / "job.log", Path("s"))
+
+
+@pytest.fixture
+def launcher(monkeypatch: pytest.MonkeyPatch) -> FakeLauncher:
+    fake = FakeLauncher()
+    monkeypatch.setattr(job_tasks, "_LAUNCHER", fake)
+    return fake
+
+
+def test_a_job_runs_on_the_shared_launcher_with_the_cancel_switch_and_its_output_in_the_log(
+    tmp_path, launcher, task_log
+):
+    job = make_job(tmp_path)
+    result = job_tasks.run_tao_job.fn(job)
+    assert result.ok and result.job is job
+    assert launcher.calls == [(job, job_tasks.CANCEL_ALL)]
+    assert "phase1-trial000-train: epoch 1/1" in task_log.text
+    assert "phase1-trial000-train success in 0.5 s" in task_log.text
+
+
+def test_a_program_failure_is_returned_for_the_pipeline_to_judge(tmp_path, monkeypatch, task_log):
+    monkeypatch.setattr(job_tasks, "_LAUNCHER", FakeLauncher("failed", Failure("program", "bad spec key", "")))
+    result = job_tasks.run_tao_job.fn(make_job(tmp_path))
+    assert result.status == "failed" and result.failure.kind == "program"
+
+
+def test_an_infrastructure_failure_raises_so_the_task_retries_it(tmp_path, monkeypatch, task_log):
+    monkeypatch.setattr(job_tasks, "_LAUNCHER", FakeLauncher("failed", Failure("infrastructure", "node lost", "")))
+    with pytest.raises(InfrastructureJobError, match="node lost"):
+        job_tasks.run_tao_job.fn(make_job(tmp_path))
+
+
+def test_only_infrastructure_failures_are_retried():
+    def state(error: Exception | None) -> Any:
+        def result() -> None:
+            if error is not None:
+                raise error
+
+        return SimpleNamespace(result=result)
+
+    infrastructure = InfrastructureJobError.at("job x", "node lost", "retry")
+    assert job_tasks._infrastructure_only(None, None, state(infrastructure)) is True
+    assert job_tasks._infrastructure_only(None, None, state(ValueError("bad spec"))) is False
+    assert job_tasks._infrastructure_only(None, None, state(None)) is False
+
+
+def test_the_task_runner_hands_each_job_to_the_task(tmp_path, monkeypatch):
+    ran: list[TaoJob] = []
+    monkeypatch.setattr(job_tasks, "run_tao_job", lambda job: ran.append(job) or "result")
+    job = make_job(tmp_path)
+    assert job_tasks.TaskJobRunner().run(job) == "result"
+    assert ran == [job]
+
+
+def test_cancelling_stops_every_job_until_a_new_flow_run_allows_them_again():
+    try:
+        job_tasks.cancel_running_jobs(object(), object(), object())
+        assert job_tasks.CANCEL_ALL.is_set()
+        job_tasks.allow_jobs()
+        assert not job_tasks.CANCEL_ALL.is_set()
+    finally:
+        job_tasks.CANCEL_ALL.clear()
