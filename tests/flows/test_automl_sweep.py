@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aoi_pipeline.core.spec import get_key
+from aoi_pipeline.core.spec.keys import get_key
 
 
 class ScoringRunner:
@@ -69,7 +69,7 @@ def _far(rows: list[dict[str, str]], lr: float) -> float:
 def test_the_sweep_runs_every_recommendation_and_returns_the_lowest_far(
     prefect_server: None, tiny_workspace: Path, tmp_path: Path, pipeline_config: Any
 ) -> None:
-    from aoi_pipeline.core.spec import baseline_spec
+    from aoi_pipeline.core.spec.baseline import baseline_spec
     from aoi_pipeline.pipeline.context import RunContext
     from aoi_pipeline.pipeline.layout import RunLayout
     from aoi_pipeline.pipeline.trials import read_outcome
@@ -98,7 +98,7 @@ def test_the_sweep_runs_every_recommendation_and_returns_the_lowest_far(
 def test_a_sweep_without_a_usable_trial_returns_none(
     prefect_server: None, tiny_workspace: Path, tmp_path: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aoi_pipeline.core.spec import baseline_spec
+    from aoi_pipeline.core.spec.baseline import baseline_spec
     from aoi_pipeline.pipeline import trials
     from aoi_pipeline.pipeline.context import RunContext
     from aoi_pipeline.pipeline.layout import RunLayout

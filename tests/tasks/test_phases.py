@@ -10,7 +10,7 @@ import pytest
 
 import tasks.phases as phases
 from aoi_pipeline.approval import record_from_preapproval
-from aoi_pipeline.core.spec import baseline_spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
 OUTCOME = TrialOutcome(7, {"train.optim.lr": 1e-4}, "complete", 12.5, 100.0, 0.4, 0.3, None, None, None, 1.0)
