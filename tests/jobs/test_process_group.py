@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aoi_pipeline.jobs.process_group import group_alive, stop_leftover_jobs
-from aoi_pipeline.pipeline.running import set_aside
+from aoi_pipeline.pipeline.job_runner import set_aside
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 

@@ -195,7 +195,7 @@ def test_the_gpus_of_each_job(workspace, gpus, per_job, visible, expected):
     assert JobDefaults.from_config(config, visible_gpus=visible).gpus == expected
 
 
-def test_the_job_context_carries_the_image_runtime_and_timeout(workspace):
+def test_the_job_defaults_carry_the_image_runtime_and_timeout(workspace):
     context = make_context(workspace, RunLayout(workspace.root / "run"), job_timeout_minutes=1.5, runtime="tao")
     assert context.jobs == JobDefaults(image="registry.example/tao:pyt", runtime="tao", gpus=0, timeout_s=90.0)
     assert make_context(workspace, RunLayout(workspace.root / "run")).jobs.timeout_s is None
