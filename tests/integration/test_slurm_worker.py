@@ -81,6 +81,10 @@ def slurm_worker(
     tao = fakebin / "visual_changenet"
     tao.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE_RUNTIME} "$@"\n')
     tao.chmod(0o755)
+    # The node's two GPUs are fake GRES: an nvidia-smi that lists two, narrowed by Slurm's CUDA_VISIBLE_DEVICES.
+    smi = fakebin / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '0, GPU-fake-0, Fake GPU, 16384\\n1, GPU-fake-1, Fake GPU, 16384\\n'\n")
+    smi.chmod(0o755)
     with temporary_settings({PREFECT_API_URL: prefect_server_url}), _client() as client:
         client.create_work_pool(
             WorkPoolCreate(name=POOL, type="slurm", base_job_template=_pool_template(root / "logs", fakebin)),
@@ -282,3 +286,61 @@ def test_time_limits_ours_is_a_hard_stop_the_clusters_an_infrastructure_fault(sl
     assert ours_run.state.name == "TimedOut"
     assert clusters_run.state.is_crashed(), clusters_run.state
     assert "cluster's time limit 00:01:00" in clusters_run.state.message
+
+
+@pytest.fixture
+def sshd_on_loopback(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A private sshd on 127.0.0.1 that accepts one generated key for the current user."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).is_file() or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+    (tmp_path / "authorized").write_text((tmp_path / "user.pub").read_text())
+    port = _free_port()
+    (tmp_path / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host'}\n"
+        f"AuthorizedKeysFile {tmp_path / 'authorized'}\nPidFile {tmp_path / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(tmp_path / "sshd_config")], stderr=subprocess.DEVNULL)
+    host_key = " ".join((tmp_path / "host.pub").read_text().split()[:2])
+    try:
+        yield {
+            "port": port,
+            "private_key": (tmp_path / "user").read_text(),
+            "known_hosts": f"[127.0.0.1]:{port} {host_key}\n",
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_flow_run_is_submitted_and_watched_over_ssh_with_a_login_block(
+    slurm_worker: str, sshd_on_loopback: dict[str, Any]
+) -> None:
+    import getpass
+
+    from aoi_pipeline.workers.slurm import SlurmLogin
+
+    block = SlurmLogin(hostname="127.0.0.1", user=getpass.getuser(), **sshd_on_loopback)
+    block_id = block.save("ci-loopback", overwrite=True)
+    job = _tao_job(Path(slurm_worker), "over-ssh")
+    run = _wait_final(_start(job, login={"$ref": {"block_document_id": str(block_id)}}).id)
+    assert run.state.is_completed(), run.state
+    where, _, job_id = run.infrastructure_pid.rpartition(":")
+    assert where == f"{getpass.getuser()}@127.0.0.1"
+    assert run.labels["slurm.login"] == where
+    _wait_gone(job_id)
+    with _client() as client:
+        logs = " ".join(log.message for log in client.read_logs())
+    assert sshd_on_loopback["private_key"].split("\n")[1] not in logs
