@@ -15,7 +15,7 @@ from aoi_pipeline.changenet.checkpoints import (
     periodic_name,
     save_checkpoint,
 )
-from aoi_pipeline.changenet.status import FAILURE, STARTED, StatusLog, read_status
+from aoi_pipeline.changenet.status_writer import FAILURE, STARTED, StatusLog, read_status
 from aoi_pipeline.errors import SpecError
 
 

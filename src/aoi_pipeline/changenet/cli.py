@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from aoi_pipeline.changenet.runtime_spec import ACTIONS, RuntimeSpec, read_runtime_spec, warning_message
-from aoi_pipeline.changenet.status import FAILURE, SUCCESS, StatusLog, status_line
+from aoi_pipeline.changenet.status_writer import FAILURE, SUCCESS, StatusLog, status_line
 from aoi_pipeline.errors import AoiPipelineError
 
 EXIT_OK = 0

@@ -34,7 +34,7 @@ from aoi_pipeline.changenet.data import (
 )
 from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig
 from aoi_pipeline.changenet.runtime_spec import ACTION_DATASET, RuntimeSpec
-from aoi_pipeline.changenet.status import RUNNING, StatusLog
+from aoi_pipeline.changenet.status_writer import RUNNING, StatusLog
 from aoi_pipeline.core.dataset import DatasetCsv, is_defect, write_dataset_csv
 from aoi_pipeline.core.dataset_validation import validate_dataset
 from aoi_pipeline.core.far import ScoredRows, far_at_recall

@@ -58,7 +58,7 @@ from aoi_pipeline.changenet.infer import (
 )
 from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig
 from aoi_pipeline.changenet.runtime_spec import RuntimeSpec
-from aoi_pipeline.changenet.status import RUNNING, STARTED, StatusLog, duration
+from aoi_pipeline.changenet.status_writer import RUNNING, STARTED, StatusLog, duration
 from aoi_pipeline.core.dataset import DatasetCsv
 from aoi_pipeline.core.dataset_validation import validate_dataset
 from aoi_pipeline.core.spec.yaml_io import dump_spec

@@ -22,7 +22,7 @@ from aoi_pipeline.jobs.gpu import GpuSlots
 from aoi_pipeline.jobs.job import JobResult, Mount, Runtime, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.jobs.metric_command import run_evaluator_command
-from aoi_pipeline.jobs.status import StatusLine, final_status, read_status, validation_history
+from aoi_pipeline.jobs.status_json import StatusLine, final_status, read_status, validation_history
 
 __all__ = [
     "BEST_RE",

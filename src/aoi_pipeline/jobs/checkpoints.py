@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from aoi_pipeline.jobs.status import read_status, validation_history
+from aoi_pipeline.jobs.status_json import read_status, validation_history
 
 CHECKPOINT_RE = re.compile(r"model_epoch_(\d+)_step_(\d+)\.pth")
 LATEST = "changenet_model_classify_latest.pth"

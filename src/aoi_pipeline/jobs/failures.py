@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from aoi_pipeline.jobs.status import StatusLine
+from aoi_pipeline.jobs.status_json import StatusLine
 
 FailureKind = Literal["infrastructure", "program"]
 REDACTED = "<redacted>"

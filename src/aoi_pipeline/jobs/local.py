@@ -34,7 +34,7 @@ from aoi_pipeline.jobs.failures import Failure, classify_failure, is_credential_
 from aoi_pipeline.jobs.gpu import GpuSlots, cuda_visible_devices
 from aoi_pipeline.jobs.job import ENTRYPOINTS, JobResult, JobStatus, TaoJob, to_jsonable
 from aoi_pipeline.jobs.process_group import RECORD_FILE, group_alive, terminate_group
-from aoi_pipeline.jobs.status import StatusLine, parse_status_lines
+from aoi_pipeline.jobs.status_json import StatusLine, parse_status_lines
 
 __all__ = ["CommandResolver", "GpuSlots", "LocalLauncher"]
 

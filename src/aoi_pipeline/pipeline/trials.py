@@ -34,7 +34,7 @@ from aoi_pipeline.errors import (
 from aoi_pipeline.jobs.checkpoints import STATUS_FILE, best_val_checkpoint, latest_checkpoint
 from aoi_pipeline.jobs.job import JobResult
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
-from aoi_pipeline.jobs.status import read_status, validation_history
+from aoi_pipeline.jobs.status_json import read_status, validation_history
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.run_specs import inference_spec, training_spec
 
