@@ -9,12 +9,14 @@ runs end to end on a laptop.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
+from aoi_pipeline.core.spec.schema import MAX_BATCH_SIZE, MAX_EPOCHS
 from aoi_pipeline.core.spec.yaml_io import load_yaml_text
 from aoi_pipeline.errors import ConfigError, Problem
 
@@ -73,12 +75,12 @@ class SearchParameter(_Strict):
 class AutomlSettings(_Strict):
     """Budget and search space of one AutoML phase (Phase 1 or Phase 3)."""
 
-    enabled: bool = True
-    recommendations: Annotated[int, Field(ge=1, le=200)] = 3
-    parallel: Annotated[int, Field(ge=1, le=64)] = 1
-    num_epochs: Annotated[int, Field(ge=1)] = 2
-    batch_size: Annotated[int, Field(ge=2)] = 16
-    seed: int = 0
+    enabled: StrictBool = True
+    recommendations: Annotated[int, Field(ge=1, le=200, strict=True)] = 3
+    parallel: Annotated[int, Field(ge=1, le=64, strict=True)] = 1
+    num_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS, strict=True)] = 2
+    batch_size: Annotated[int, Field(ge=2, le=MAX_BATCH_SIZE, strict=True)] = 16
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1, strict=True)] = 0
     # Replace or add ranges by spec key; a key mapped to null is removed from the search.
     search_space: dict[str, SearchParameter | None] = Field(default_factory=dict)
     # Dotted spec overrides applied to every trial (e.g. image size for a quick run).
@@ -88,11 +90,11 @@ class AutomlSettings(_Strict):
 class DeftSettings(_Strict):
     """Phase 2, the DEFT data-improvement loop."""
 
-    max_iterations: Annotated[int, Field(ge=0, le=50)] = 0
-    num_epochs: Annotated[int, Field(ge=1)] = 2
-    top_k_per_target: Annotated[int, Field(ge=1)] = 5
+    max_iterations: Annotated[int, Field(ge=0, le=50, strict=True)] = 0
+    num_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS, strict=True)] = 2
+    top_k_per_target: Annotated[int, Field(ge=1, le=10000, strict=True)] = 5
     min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.9
-    num_sdg: Annotated[int, Field(ge=0)] = 20
+    num_sdg: Annotated[int, Field(ge=0, le=100000, strict=True)] = 20
 
 
 class Estimates(_Strict):
@@ -146,7 +148,7 @@ class PipelineConfig(_Strict):
     dataset: DatasetSettings = DatasetSettings()
     images: Images = Images()
     gpus: int | Literal["auto"] = "auto"
-    gpus_per_job: Annotated[int, Field(ge=0)] = 1
+    gpus_per_job: Annotated[int, Field(ge=0, le=64, strict=True)] = 1
     job_timeout_minutes: Annotated[float, Field(gt=0)] | None = None
     credentials: tuple[str, ...] = ()
     kubernetes: KubernetesSettings = KubernetesSettings()
@@ -177,6 +179,15 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxlevel = 80, 80, 6, 6, 6, 3
+
+
+def _short_repr(value: Any) -> str:
+    """The offending value, shortened: a YAML alias bomb must not become a message of megabytes."""
+    return _SHORT.repr(value)
+
+
 def _fix_for(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return "remove the key or correct its spelling (see the documented keys in README.md)"
@@ -196,7 +207,7 @@ def config_from_mapping(data: Any, *, source: str = "pipeline config", base_dir:
         problems = [
             Problem(
                 f"{source} key {_location(item['loc'])}",
-                f"{item['msg']} (got {item.get('input')!r})",
+                f"{item['msg']} (got {_short_repr(item.get('input'))})",
                 _fix_for(dict(item)),
             )
             for item in error.errors()

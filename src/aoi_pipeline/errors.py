@@ -12,6 +12,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+# A message is read by a person: a part longer than this (a pasted file, an expanded YAML alias bomb) is cut.
+MAX_PART_CHARS = 2000
+MAX_LISTED_PROBLEMS = 200
+
+
+def _capped(text: str) -> str:
+    text = str(text)
+    if len(text) <= MAX_PART_CHARS:
+        return text
+    return f"{text[:MAX_PART_CHARS]}... ({len(text) - MAX_PART_CHARS} more characters cut)"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -22,7 +33,7 @@ class Problem:
     fix: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.what}. Fix: {self.fix}"
+        return f"{_capped(self.where)}: {_capped(self.what)}. Fix: {_capped(self.fix)}"
 
 
 class AoiPipelineError(Exception):
@@ -42,9 +53,11 @@ class AoiPipelineError(Exception):
 
     def render(self) -> str:
         """The message: one line per problem, after an optional summary line."""
-        lines = [str(problem) for problem in self.problems]
+        lines = [str(problem) for problem in self.problems[:MAX_LISTED_PROBLEMS]]
+        if len(self.problems) > MAX_LISTED_PROBLEMS:
+            lines.append(f"... and {len(self.problems) - MAX_LISTED_PROBLEMS} more problems not listed")
         if self.summary or len(lines) > 1:
-            head = self.summary or f"{len(lines)} problems found"
+            head = _capped(self.summary or f"{len(self.problems)} problems found")
             return "\n".join([head, *(f"  - {line}" for line in lines)])
         return lines[0]
 

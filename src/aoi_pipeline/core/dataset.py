@@ -184,6 +184,9 @@ def normalize_lights(lights: Sequence[str] | str) -> tuple[str, ...]:
     return names
 
 
+MAX_COLUMNS = 1000
+
+
 def read_dataset_csv(path: Path) -> DatasetCsv:
     """Read a dataset CSV, checking only encoding, delimiter, header and the four required columns."""
     return read_csv_table(path, required_columns=REQUIRED_COLUMNS)
@@ -204,6 +207,7 @@ def read_csv_table(
     path = Path(path)
     log = ProblemLog(path)
     text = _read_text(path, allow_bom=allow_bom, role=role, log=log)
+    _check_column_count(path, text)
     records = _parse_records(path, text)
     header = records[0]
     if not _check_delimiter(path, header, required_columns, log):
@@ -258,6 +262,18 @@ def _read_text(path: Path, *, allow_bom: bool, role: str, log: ProblemLog) -> st
             f"write a header line ({_HEADER_EXAMPLE}) and at least one data row",
         )
     return text
+
+
+def _check_column_count(path: Path, text: str) -> None:
+    """Refuse a header with absurdly many columns at once, before every row is parsed and checked."""
+    header_line = text.split("\n", 1)[0]
+    columns = header_line.count(",") + 1
+    if columns > MAX_COLUMNS:
+        raise DatasetError.at(
+            f"{path}: header",
+            f"has {columns} columns; a dataset CSV has the 4 required ones and a few extra, at most {MAX_COLUMNS}",
+            f"keep {', '.join(REQUIRED_COLUMNS)} and the extra columns you need (fewer than {MAX_COLUMNS})",
+        )
 
 
 def _parse_records(path: Path, text: str) -> list[list[str]]:

@@ -162,6 +162,16 @@ class _RowRules:
             )
         elif PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute():
             self.log.add("absolute paths", Problem(where, f"{column} '{value}' is absolute", self._relative_fix(value)))
+        elif os.path.normpath(value).split("/", 1)[0] == "..":
+            self.log.add(
+                "paths outside images_dir",
+                Problem(
+                    where,
+                    f"{column} '{value}' resolves outside images_dir {self.images_dir}",
+                    "keep every image inside the workspace, and write its directory relative to images_dir "
+                    "without '..' (TAO mounts only the workspace)",
+                ),
+            )
         elif "\\" in value:
             self.log.add(
                 "paths with backslashes",

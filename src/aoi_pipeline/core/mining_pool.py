@@ -81,11 +81,25 @@ def resolve_mining_pool(
     resolver = _Resolver(csv_path, Path(images_root), light, ext, files or FileIndex())
     log = ProblemLog(csv_path)
     rows = []
+    first_row_of: dict[tuple[str, str], int] = {}
     for number, row in enumerate(table.rows, start=1):
         resolved = resolver.resolve_row(number, row, path_columns, log)
-        if resolved is not None:
-            rows.append(resolved)
-    log.raise_if_any(summary=f"mining pool {csv_path}: {log.total} rows do not resolve to exactly one file")
+        if resolved is None:
+            continue
+        # As in the KPI set, a sample listed twice would be mined (and weighted) twice.
+        sample = (os.path.realpath(resolver.absolute(resolved["filepath"])), resolved["golden_filepath"])
+        if (first := first_row_of.setdefault(sample, number)) != number:
+            log.add(
+                "duplicate rows",
+                Problem(
+                    f"{csv_path}: row {number}",
+                    f"duplicates row {first} (the same test image {resolved['filepath']!r})",
+                    "list each pool image once: delete the duplicate row",
+                ),
+            )
+            continue
+        rows.append(resolved)
+    log.raise_if_any(summary=f"mining pool {csv_path}: {log.total} rows are refused")
     columns = table.columns + tuple(column for column in RESOLVED_COLUMNS if column not in table.columns)
     return ResolvedPool(source_csv=csv_path, images_root=Path(images_root), columns=columns, rows=tuple(rows))
 
@@ -189,6 +203,10 @@ class _Resolver:
         # Two spellings of one file (a symlinked folder, csv_dir inside images_root) are one match.
         by_real_path = {os.path.realpath(file): file for file in reversed(existing)}
         return sorted(by_real_path.values(), key=existing.index)
+
+    def absolute(self, file: str) -> str:
+        """A resolved `filepath` back as an absolute path."""
+        return file if os.path.isabs(file) else os.path.join(self.images_root, file)
 
     def _relative(self, file: str) -> str:
         prefix = os.path.join(self.images_root, "")

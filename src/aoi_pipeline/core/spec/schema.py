@@ -53,6 +53,11 @@ def choice(*choices: str) -> KeySpec:
 
 
 PROBABILITY = number(0.0, 1.0)
+# Sane upper bounds: far above any real AOI run, low enough that a typo (an extra zero, 1e12) is caught
+# before it allocates a 100000-pixel-wide batch or trains for ever.
+MAX_IMAGE_SIDE = 8192
+MAX_BATCH_SIZE = 4096
+MAX_EPOCHS = 10000
 
 #: The backbones TAO's schema enumerates, plus C-RADIOv2-B, which the schema omits but DEFT uses by default.
 BACKBONE_TYPES: tuple[str, ...] = (
@@ -132,7 +137,7 @@ SCHEMA: Mapping[str, SchemaNode] = {
         **_PARALLELISM,
         "seed": integer(-1),
         "cudnn": {"benchmark": BOOL, "deterministic": BOOL},
-        "num_epochs": integer(1),
+        "num_epochs": integer(1, MAX_EPOCHS),
         "checkpoint_interval": integer(1),
         "checkpoint_interval_unit": choice("epoch", "step"),
         "validation_interval": integer(1),
@@ -197,15 +202,15 @@ SCHEMA: Mapping[str, SchemaNode] = {
             **{split: _DATA_PATHS for split in DATASET_SPLITS},
             "quant_calibration_dataset": {"images_dir": PATH},
             "image_ext": PATH,
-            "batch_size": integer(1),
-            "workers": integer(0),
+            "batch_size": integer(1, MAX_BATCH_SIZE),
+            "workers": integer(0, 256),
             "fpratio_sampling": PROBABILITY,
             "num_input": integer(1),
             "input_map": MAP,
             "grid_map": MAP,
             "concat_type": choice("linear", "grid"),
-            "image_width": integer(1),
-            "image_height": integer(1),
+            "image_width": integer(1, MAX_IMAGE_SIDE),
+            "image_height": integer(1, MAX_IMAGE_SIDE),
             "num_classes": integer(1, 2),
             "num_golden": integer(1),
             "augmentation_config": _AUGMENTATION,
