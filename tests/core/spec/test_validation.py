@@ -89,7 +89,7 @@ def test_unknown_keys_lists_the_outermost_unknown_key_of_each_branch() -> None:
         ),
         (
             ["train.num_epochs=0", "train.checkpoint_interval=1", "train.validation_interval=1"],
-            "spec.yaml: train.num_epochs: 0 is below the minimum 1. Fix: use a value from 1 to inf",
+            "spec.yaml: train.num_epochs: 0 is below the minimum 1. Fix: use a value from 1 to 10000",
         ),
         (
             ["train.num_epochs=ten"],
