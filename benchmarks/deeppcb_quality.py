@@ -46,7 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", default="seed,seed_pool", help="comma-separated: seed, seed_pool")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--json", type=Path, default=None, help="also write the results JSON here")
+    add_model_args(parser)
     return parser.parse_args(argv)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The reference network's options (`reference.backbone`, `reference.register_fraction`)."""
+    parser.add_argument("--backbone", default="small", help="reference.backbone: small or resnet")
+    parser.add_argument("--register-fraction", type=float, default=0.08, help="reference.register_fraction")
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -70,7 +77,7 @@ def combined_csv(data: Path, out: Path, fraction: float, seed: int) -> Path:
     return path
 
 
-def write_spec(args: argparse.Namespace, run: str, train_csv: Path) -> Path:
+def write_spec(args: argparse.Namespace, run: str, train_csv: Path, validation_csv: Path | None = None) -> Path:
     images = str(args.data.resolve() / "images")
     epochs = (args.seed_epochs if run == "seed" else None) or args.epochs
     batch = (args.seed_batch if run == "seed" else None) or args.batch
@@ -78,7 +85,7 @@ def write_spec(args: argparse.Namespace, run: str, train_csv: Path) -> Path:
     classify = spec["dataset"]["classify"]
     blocks = {
         "train_dataset": train_csv,
-        "validation_dataset": args.data / "train" / "base" / "validation_set.csv",
+        "validation_dataset": validation_csv or args.data / "train" / "base" / "validation_set.csv",
         "test_dataset": args.data / "kpi" / "testing_set.csv",
         "infer_dataset": args.data / "kpi" / "testing_set.csv",
     }
@@ -96,7 +103,11 @@ def write_spec(args: argparse.Namespace, run: str, train_csv: Path) -> Path:
         checkpointer={"enable_topk": True, "monitor": "val_far", "mode": "min", "save_top_k": 1},
     )
     spec["train"]["optim"]["lr"] = args.lr
-    spec["reference"] = {"device": args.device}
+    spec["reference"] = {
+        "device": args.device,
+        "backbone": args.backbone,
+        "register_fraction": args.register_fraction,
+    }
     path = args.out / run / "spec.yaml"
     dump_spec(spec, path)
     return path

@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--pairs", type=int, default=4096, help="synthetic pairs held in the device cache")
     parser.add_argument("--difference-module", default="learnable", choices=["learnable", "euclidean"])
+    parser.add_argument("--backbone", default="small", choices=["small", "resnet"], help="reference.backbone")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead")
     parser.add_argument("--json", type=Path, default=None)
@@ -128,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = (torch.rand(args.pairs, generator=generator, device=device) < 0.25).long()
     spec = baseline_spec()
     augmentation = Augmentation.from_spec(spec["dataset"]["classify"]["augmentation_config"], shift_fraction=0.03)
-    model = ChangeNetClassifier(ModelConfig(in_channels=1, difference_module=args.difference_module, embed_dec=30))
+    model = ChangeNetClassifier(
+        ModelConfig(in_channels=1, difference_module=args.difference_module, embed_dec=30, backbone=args.backbone)
+    )
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

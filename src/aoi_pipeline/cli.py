@@ -135,15 +135,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from aoi_pipeline.demo import DEMO_BOARDS, default_demo_root, prepare_demo
+    from aoi_pipeline.demo import DEMO_BOARDS, default_demo_root, demo_story, prepare_demo
     from aoi_pipeline.server import data_dir
 
     root = args.dir or default_demo_root(data_dir() / "demos")
     started = time.monotonic()
     demo = prepare_demo(root, boards=args.boards or DEMO_BOARDS, seed=args.seed)
     print(f"Demo workspace: {demo.workspace.root}  config: {demo.config_path}")
-    run_pipeline(demo.config, yes=args.yes, run_name=None, reviewer=args.reviewer)
+    result = run_pipeline(demo.config, yes=args.yes, run_name=None, reviewer=args.reviewer)
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
+    if result.get("status") != "rejected" and result.get("run_dir"):
+        for line in demo_story(Path(result["run_dir"]), str(result["iteration"])):
+            print(line)
     return EXIT_OK
 
 

@@ -17,6 +17,9 @@ from typing import Any
 import yaml
 
 from aoi_pipeline.config import PipelineConfig, load_config
+from aoi_pipeline.core.report import REPORT_FILE
+from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
+from aoi_pipeline.core.state import read_state
 from aoi_pipeline.synth.workspace import SynthSpec, SynthSummary, write_workspace
 
 DEMO_SIZE = 64
@@ -84,3 +87,30 @@ def prepare_demo(root: Path, *, boards: int = DEMO_BOARDS, seed: int = 0) -> Dem
 def default_demo_root(base: Path) -> Path:
     """A fresh timestamped folder for one demo under `base`."""
     return base / f"demo_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
+
+
+def _kpi(state: dict[str, Any], label: str) -> float | None:
+    result = state["iterations"].get(label, {}).get("metric_result")
+    return float(result["value"]) if isinstance(result, dict) else None
+
+
+def demo_story(run_dir: Path, deliverable: str) -> list[str]:
+    """The demo's closing lines: the KPI FAR of every stage, what improved from baseline to deliverable, and
+    where the report is. Stages without a KPI evaluation are left out."""
+    state = read_state(run_dir)
+    iterations = sorted((label for label in state["iterations"] if label.startswith("iter")), key=lambda x: int(x[4:]))
+    stages = [(label, _kpi(state, label)) for label in (BASELINE, *iterations, FINAL_AUTOML)]
+    measured = [(label, value) for label, value in stages if value is not None]
+    lines = ["KPI FAR at 100 % defect recall: " + " -> ".join(f"{label} {value:.1f} %" for label, value in measured)]
+    before, after = _kpi(state, BASELINE), _kpi(state, deliverable)
+    if before is not None and after is not None:
+        if after < before:
+            factor = f"{before / after:.1f}x lower" if after > 0 else "down to zero"
+            lines.append(
+                f"What improved: the deliverable ({deliverable}) raises false alarms on {after:.1f} % of good "
+                f"boards' tiles instead of {before:.1f} % for the baseline ({factor}), catching every defect."
+            )
+        else:
+            lines.append(f"The deliverable ({deliverable}) did not improve on the baseline ({before:.1f} %).")
+    lines.append(f"Report: {run_dir / REPORT_FILE}")
+    return lines

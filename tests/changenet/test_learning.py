@@ -8,6 +8,7 @@ nearly every PASS row at 100 % recall), computed by the pipeline's own FAR code 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 
 from aoi_pipeline.changenet.checkpoints import LATEST_NAME
 from aoi_pipeline.core.far import ScoredRows, far_at_recall
-from aoi_pipeline.core.spec import baseline_spec, dump_spec
+from aoi_pipeline.core.spec.baseline import baseline_spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.core.workspace import KPI, MINING_POOL, TRAINING, VALIDATION, Workspace
 from aoi_pipeline.synth.workspace import CSV_COLUMNS, SynthSpec, write_workspace
 
@@ -65,6 +67,9 @@ def test_a_short_cpu_training_beats_chance_by_far_on_unseen_boards(tmp_path: Pat
     spec = _spec(workspace, train_csv, results)
     common = ["-e", spec, "reference.device=cpu"]
     assert run_cli("train", *common)[0] == 0
+    card = json.loads((results / "train" / "reference_model.json").read_text(encoding="utf-8"))
+    assert card["runtime"] == "reference" and "early-fusion" in card["description"]
+    assert "c_radio" not in card["description"] and card["parameters"] > 100_000
     inference = results / "inference"
     checkpoint = results / "train" / LATEST_NAME
     assert (

@@ -356,3 +356,18 @@ def test_the_written_trajectory_names_the_deliverable(tmp_path):
     assert f"Deliverable: {FINAL_AUTOML}" in text
     assert str(best.checkpoint) in text
     assert read_state(layout.root)["status"] == "complete"
+
+
+def test_the_handoff_describes_the_reference_network_it_hands_over(tmp_path):
+    layout, checkpoint = finished_phase2(tmp_path, baseline_far=5.0)
+    card = {"runtime": "reference", "description": "reference runtime network: small early-fusion CNN"}
+    (checkpoint.parent / "reference_model.json").write_text(json.dumps(card), encoding="utf-8")
+    write_deployment_handoff(layout)
+    assert json.loads(layout.best_model.read_text(encoding="utf-8"))["model"] == card
+
+
+def test_without_a_reference_card_the_handoff_names_the_tao_backbone(tmp_path):
+    layout, _ = finished_phase2(tmp_path, baseline_far=5.0)
+    write_deployment_handoff(layout)
+    model = json.loads(layout.best_model.read_text(encoding="utf-8"))["model"]
+    assert model["runtime"] == "tao" and baseline_spec()["model"]["backbone"]["type"] in model["description"]

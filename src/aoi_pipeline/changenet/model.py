@@ -11,8 +11,8 @@ features, as TAO's ChangeNet does with its large pretrained backbone, did not le
 from scratch: at strides of 4 px and more a 12-pixel defect shrinks to one feature cell. Each of the
 `learnable_difference_modules` scales (strides 2, 4, 8, 16; finest first) is projected to `embed_dec`
 channels and pooled; a small head gives the 2-class logits. `backbone` picks the encoder: `small` (two
-convolutions per scale, about 0.4M parameters, the CPU default) or `resnet` (two residual blocks per scale,
-wider, about 5M parameters, for GPUs and data sets of many designs).
+convolutions per scale, about 0.5M parameters, the CPU default) or `resnet` (two residual blocks per scale,
+wider, about 6M parameters, for GPUs and data sets of many designs).
 
 `euclidean` keeps TAO's parameter-free comparison: a shared (Siamese) encoder, then each test feature is
 compared with the *nearest* golden feature inside a small window and vice versa (so missing copper counts as
@@ -348,3 +348,23 @@ class ChangeNetClassifier(nn.Module):
             push = target * (self.config.margin - head_output).clamp(min=0).square()
             return (pull + push).mean()
         return F.cross_entropy(head_output.float(), labels, weight=class_weights)
+
+
+def describe_network(config: ModelConfig, parameters: int) -> str:
+    """One sentence on what the network is, for `reference_model.json` and the deployment handoff."""
+    if config.difference_module == "learnable":
+        shape = (
+            f"{config.backbone} early-fusion CNN over (test, registered golden, |difference|), "
+            f"{config.scales_used} scales, embed_dec {config.embed_dec}"
+        )
+    else:
+        shape = f"Siamese CNN with parameter-free nearest-feature distances, {config.scales_used} scales"
+    registration = (
+        f"golden registered by phase correlation within {config.register_fraction:g} of the image side"
+        if config.register_fraction > 0
+        else "no registration"
+    )
+    return (
+        f"reference runtime network: {shape}; {registration}; {parameters / 1e6:.2f}M parameters trained from "
+        "random weights (the spec's model.backbone is not used)"
+    )

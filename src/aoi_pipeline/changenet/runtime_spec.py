@@ -466,7 +466,11 @@ def unhonoured_keys(spec: Mapping[str, Any], action: str) -> list[Unhonoured]:
         if value is not _MISSING and when(value):
             found.append(Unhonoured(dotted, value, instead))
 
-    note("model.backbone.type", "the reference trains its own small Siamese CNN (about 0.5M parameters)")
+    note(
+        "model.backbone.type",
+        "the reference trains its own CNN from random weights (reference.backbone: small, about 0.5M "
+        "parameters, or resnet, about 6M)",
+    )
     note(
         "model.backbone.pretrained_backbone_path",
         "no backbone weights are loaded: the CNN starts from random weights or train.pretrained_model_path",

@@ -56,11 +56,12 @@ from aoi_pipeline.changenet.infer import (
     select_device,
     stored_model_config,
 )
-from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig
+from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig, describe_network
 from aoi_pipeline.changenet.runtime_spec import RuntimeSpec
 from aoi_pipeline.changenet.status_writer import RUNNING, STARTED, StatusLog, duration
 from aoi_pipeline.core.dataset import DatasetCsv
 from aoi_pipeline.core.dataset_validation import validate_dataset
+from aoi_pipeline.core.files import atomic_write_json
 from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.errors import RuntimeJobError, SpecError
 
@@ -68,6 +69,8 @@ log = logging.getLogger("aoi_pipeline.changenet")
 
 EXPERIMENT_YAML = "experiment.yaml"
 TRAIN_LOG = "train.log"
+#: What the trained network is (the reference runtime's own output; a TAO container writes no such file).
+MODEL_CARD = "reference_model.json"
 RESUME_KEY = "train.resume_training_checkpoint_path"
 WARM_KEY = "train.pretrained_model_path"
 
@@ -422,10 +425,20 @@ class _Trainer:
             color=train.layout.color,
             compiled=_compile_mode(spec.value("reference.compile")),
         )
+        parameters = sum(p.numel() for p in model.parameters())
+        atomic_write_json(
+            job.results_dir / MODEL_CARD,
+            {
+                "runtime": "reference",
+                "description": describe_network(model.config, parameters),
+                "parameters": parameters,
+                "model_config": model.config.to_dict(),
+            },
+        )
         log.info(
             "training %s (%d parameters) for epochs %d..%d, batch %d, %s, %d CPU thread(s)",
             model.config,
-            sum(p.numel() for p in model.parameters()),
+            parameters,
             job.start_epoch,
             self.num_epochs - 1,
             self.batch_size,

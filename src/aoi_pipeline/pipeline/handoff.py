@@ -12,6 +12,7 @@ The trajectory summary lists every phase's number so a regression is visible.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ def handoff_phase1_to_phase2(
     train_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = train_dir / source.name
     shutil.copy2(source, checkpoint)
+    card = source.parent / MODEL_CARD
+    if card.is_file():  # the reference runtime's description of the network travels with its weights
+        shutil.copy2(card, train_dir / MODEL_CARD)
     # The exact training spec of the checkpoint: inference must be derived from it, not from the merge.
     training_spec = load_spec(winner.train_spec_path)
     dump_spec(training_spec, layout.iteration_spec(BASELINE))
@@ -176,6 +180,7 @@ def write_deployment_handoff(layout: RunLayout) -> BestModel:
         "backbone_type": training_spec.get("model", {}).get("backbone", {}).get("type"),
         "backbone_container_path": training_spec.get("model", {}).get("backbone", {}).get("pretrained_backbone_path"),
         "backbone_frozen": training_spec.get("model", {}).get("backbone", {}).get("freeze_backbone"),
+        "model": _model_description(best.checkpoint, training_spec),
         "images_dir": state["config"].get("images_dir"),
         "training_spec": str(best.training_spec),
         "inference_spec": str(layout.best_model_inference_spec),
@@ -184,6 +189,20 @@ def write_deployment_handoff(layout: RunLayout) -> BestModel:
         record["far_pct"] = best.result.value
     atomic_write_json(layout.best_model, record)
     return best
+
+
+#: Written by the reference runtime beside its checkpoints (`aoi_pipeline.changenet.train.MODEL_CARD`).
+MODEL_CARD = "reference_model.json"
+
+
+def _model_description(checkpoint: Path, training_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What the deliverable is: the reference runtime's `reference_model.json` beside its checkpoint, else the
+    TAO network the training spec names (the backbone_* keys above are the spec's, which the reference ignores)."""
+    card = Path(checkpoint).parent / MODEL_CARD
+    if card.is_file():
+        return dict(json.loads(card.read_text(encoding="utf-8")))
+    backbone = training_spec.get("model", {}).get("backbone", {}).get("type")
+    return {"runtime": "tao", "description": f"TAO Visual ChangeNet classify with backbone {backbone}"}
 
 
 def trajectory_lines(state: Mapping[str, Any], phase1_best: float | None, contract: MetricContract) -> list[str]:
