@@ -106,3 +106,31 @@ def test_lights_follow_input_map_order_and_grey_uses_mean_statistics() -> None:
     layout = ImageLayout(lights=("A", "B"), image_ext=".png", width=8, height=8)
     mean, std = normalisation([0.3, 0.6, 0.9], [0.1, 0.2, 0.3], layout)
     assert mean == pytest.approx([0.6, 0.6]) and std == pytest.approx([0.2, 0.2])
+
+
+def test_a_16_bit_grey_image_is_scaled_not_clipped(tmp_path: Path) -> None:
+    ws = build_workspace(tmp_path / "ws", pairs=2, size=32)
+    dataset = read_dataset_csv(ws.train_csv)
+    path = ws.images / dataset.rows[0]["input_path"] / "T00_SolderLight.png"
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(path)
+    layout = ImageLayout(lights=("SolderLight",), image_ext=".png", width=32, height=32)
+    cache = build_pair_cache(dataset, images_dir=ws.images, layout=layout, device=CPU, detect_color=True)
+    row = cache.pairs[0, 0, 0, 0].numpy()
+    assert row[0] == 0 and row[-1] == 255
+    assert np.array_equal(row, np.rint(ramp[0] / 257).astype(np.uint8)), "16-bit values were clipped at 255"
+
+
+def test_a_decompression_bomb_names_the_file_and_the_csv_row(tmp_path: Path, monkeypatch) -> None:
+    from aoi_pipeline.errors import DatasetError
+
+    ws = build_workspace(tmp_path / "ws", pairs=2, size=32)
+    dataset = read_dataset_csv(ws.train_csv)
+    path = ws.images / dataset.rows[1]["input_path"] / "T00_SolderLight.png"
+    Image.new("L", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)  # 64 x 64 is over twice the limit, 32 x 32 is not
+    layout = ImageLayout(lights=("SolderLight",), image_ext=".png", width=32, height=32)
+    with pytest.raises(DatasetError) as caught:
+        build_pair_cache(dataset, images_dir=ws.images, layout=layout, device=CPU)
+    message = str(caught.value)
+    assert str(path) in message and f"{ws.train_csv}: row 2" in message and "DecompressionBombError" in message

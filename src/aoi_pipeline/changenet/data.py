@@ -34,6 +34,7 @@ from aoi_pipeline.core.dataset import DatasetCsv, image_files, is_defect
 from aoi_pipeline.errors import DatasetError
 
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L"})
 BLUR_PROBABILITY = 0.3
 
 
@@ -89,18 +90,33 @@ def ordered_lights(input_map: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(name for name, _ in sorted(input_map.items(), key=lambda item: (int(item[1]), str(item[0]))))
 
 
-def _decode(path: Path, size: tuple[int, int], color: bool | None) -> np.ndarray:
-    """One image as uint8 [H, W] (grey) or [H, W, 3]; `color=None` keeps the file's own kind."""
+def _decode(path: Path, size: tuple[int, int], color: bool | None, where: str = "") -> np.ndarray:
+    """One image as uint8 [H, W] (grey) or [H, W, 3]; `color=None` keeps the file's own kind.
+
+    16-bit grey images are scaled to 8 bits (not clipped: PIL's own conversion turns every value above 255
+    into white). Any decode failure, a decompression bomb included, names the file and `where` (its CSV row).
+    """
     try:
         with Image.open(path) as image:
             image.load()
             keep_grey = image.mode in GREY_MODES if color is None else not color
+            if image.mode in WIDE_GREY_MODES:
+                image = Image.fromarray(_wide_grey_to_8_bits(np.asarray(image)))
             converted = image.convert("L" if keep_grey else "RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise DatasetError.at(str(path), f"cannot be decoded as an image ({error})", "replace the file") from None
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as error:
+        raise DatasetError.at(
+            f"{path}{f' ({where})' if where else ''}",
+            f"cannot be decoded as an image ({type(error).__name__}: {error})",
+            "replace the file with a readable PNG/JPEG of the part, or remove its row from the CSV",
+        ) from None
     if converted.size != size:
         converted = converted.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(converted, dtype=np.uint8)
+
+
+def _wide_grey_to_8_bits(array: np.ndarray) -> np.ndarray:
+    """16-bit grey (0..65535) to 8 bits by the same scaling a viewer applies: 65535 becomes 255."""
+    return np.clip(np.rint(array.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
 
 
 def _as_channels(array: np.ndarray, color: bool) -> np.ndarray:
@@ -135,8 +151,13 @@ def build_pair_cache(
     ]
     unique = list(dict.fromkeys(path for files in files_per_row for path in files))
     imposed = None if detect_color else layout.color
+    first_row = {}
+    for number, files in enumerate(files_per_row, start=1):
+        for path in files:
+            first_row.setdefault(path, f"{dataset.path}: row {number}")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        decoded = dict(zip(unique, pool.map(lambda path: _decode(path, size, imposed), unique), strict=True))
+        arrays = pool.map(lambda path: _decode(path, size, imposed, first_row[path]), unique)
+        decoded = dict(zip(unique, arrays, strict=True))
     color = any(array.ndim == 3 for array in decoded.values()) if detect_color else layout.color
     layout = ImageLayout(layout.lights, layout.image_ext, layout.width, layout.height, color)
     lights = len(layout.lights)
