@@ -206,41 +206,18 @@ def _vcn_targets(rows: Sequence[Mapping[str, str]], path: Path) -> Path:
     return path
 
 
-def run_mining(ctx: RunContext, label: str) -> dict:
-    """k-NN mining of real pool images similar to the routed weak samples, never from validation or KPI."""
-    started = time.monotonic()
-    targets = _read_rows(_entry(ctx, label).artifact("routing_mining_csv"))
-    number = iteration_number(label)
-    ledger = mining.MiningLedger(ctx.layout.root / "mining_history.json")
-    if not targets:
-        ledger.record(number, [], skipped=True, summary={"reason": "zero routed rows"})
-        return _skip(ctx, label, Stage.DATA_MINING, started, "Mining skipped: zero routed rows")
-    pool = resolved_pool(ctx)
+def _embed_targets_and_pool(
+    ctx: RunContext, label: str, targets: Sequence[Mapping[str, str]], pool: ResolvedPool, out: Path
+) -> tuple[Any, Any, dict[str, Path]]:
+    """(target vectors, pool vectors, job logs) from the previous best model's `embed` of both CSVs."""
     best = _entry(ctx, previous_label(label))
-    out = fresh_dir(ctx.layout.iteration_dir(label) / "mining_results")
     images = ctx.workspace.images_dir
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-    targets_csv = _vcn_targets(targets, out / "targets.csv")
     pool_rows = [{column: row[column] for column in VCN_COLUMNS} for row in mining.pool_dataset_rows(pool)]
-    pool_csv = _vcn_targets(pool_rows, out / "pool.csv")
-    target_log = _embed(
-        ctx,
-        name=f"{label}-embed-targets",
-        csv_path=targets_csv,
-        images_dir=images,
-        out=out / "target_embeddings",
-        best=best,
-    )
-    source_log = _embed(
-        ctx,
-        name=f"{label}-embed-pool",
-        csv_path=pool_csv,
-        images_dir=images,
-        out=out / "source_embeddings",
-        best=best,
-    )
-    timings["embed"] = time.monotonic() - clock
+    logs: dict[str, Path] = {}
+    for side, rows, folder in (("targets", targets, "target_embeddings"), ("pool", pool_rows, "source_embeddings")):
+        csv_path = _vcn_targets(rows, out / f"{side}.csv")
+        name = f"{label}-embed-{side}"
+        logs[side] = _embed(ctx, name=name, csv_path=csv_path, images_dir=images, out=out / folder, best=best)
     target_vectors = mining.load_embeddings(
         out / "target_embeddings" / "embeddings.npy", out / "target_embeddings" / "embeddings_index.csv"
     )
@@ -249,10 +226,14 @@ def run_mining(ctx: RunContext, label: str) -> dict:
         out / "source_embeddings" / "embeddings_index.csv",
         expect_rows=pool_rows,
     )
-    clock = time.monotonic()
-    k = ctx.deft.top_k_per_target
-    indices, sims = mining.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
-    timings["knn"] = time.monotonic() - clock
+    return target_vectors, pool_vectors, logs
+
+
+def _select_mined(
+    ctx: RunContext, pool: ResolvedPool, indices: Any, sims: Any, ledger: mining.MiningLedger, number: int
+) -> Any:
+    """The k-NN candidates kept: similar enough, never leaking into validation/KPI, never mined before."""
+    images = ctx.workspace.images_dir
     protected = [
         CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
         CsvInRoot(read_dataset_csv(ctx.workspace.kpi_csv), images),
@@ -264,7 +245,7 @@ def run_mining(ctx: RunContext, label: str) -> dict:
         image_ext=ctx.image_ext,
         candidates={int(index) for index in indices.ravel()},
     )
-    selection = mining.select(
+    return mining.select(
         indices,
         sims,
         min_similarity=ctx.deft.min_similarity,
@@ -273,6 +254,27 @@ def run_mining(ctx: RunContext, label: str) -> dict:
         history=ledger.mined_keys(before_iteration=number),
         pool_keys=mining.pool_keys(pool),
     )
+
+
+def run_mining(ctx: RunContext, label: str) -> dict:
+    """k-NN mining of real pool images similar to the routed weak samples, never from validation or KPI."""
+    started = time.monotonic()
+    targets = _read_rows(_entry(ctx, label).artifact("routing_mining_csv"))
+    number = iteration_number(label)
+    ledger = mining.MiningLedger(ctx.layout.root / "mining_history.json")
+    if not targets:
+        ledger.record(number, [], skipped=True, summary={"reason": "zero routed rows"})
+        return _skip(ctx, label, Stage.DATA_MINING, started, "Mining skipped: zero routed rows")
+    pool = resolved_pool(ctx)
+    out = fresh_dir(ctx.layout.iteration_dir(label) / "mining_results")
+    clock = time.monotonic()
+    target_vectors, pool_vectors, logs = _embed_targets_and_pool(ctx, label, targets, pool, out)
+    timings = {"embed": time.monotonic() - clock}
+    clock = time.monotonic()
+    k = ctx.deft.top_k_per_target
+    indices, sims = mining.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
+    timings["knn"] = time.monotonic() - clock
+    selection = _select_mined(ctx, pool, indices, sims, ledger, number)
     rows = mining.mined_rows(pool, selection)
     run = mining.MiningRun(
         iteration=number,
@@ -295,8 +297,8 @@ def run_mining(ctx: RunContext, label: str) -> dict:
         "mining_history": str(ledger.path),
         "mining_target_embeddings": str(out / "target_embeddings" / "embeddings.npy"),
         "mining_source_embeddings": str(out / "source_embeddings" / "embeddings.npy"),
-        "mining_target_log": str(target_log),
-        "mining_source_log": str(source_log),
+        "mining_target_log": str(logs["targets"]),
+        "mining_source_log": str(logs["pool"]),
         "mining_mined_count": len(rows),
     }
     return _commit(ctx, label, Stage.DATA_MINING, started, summary, fields)
@@ -313,12 +315,12 @@ def _previous_training(ctx: RunContext, label: str) -> tuple[DatasetCsv, bool]:
     return read_dataset_csv(previous), True
 
 
-def run_merge(ctx: RunContext, label: str) -> dict:
-    """Previous training CSV + SDG rows + mined rows, with provenance, validated for files and leakage."""
-    started = time.monotonic()
+def _added_rows(
+    ctx: RunContext, label: str, dataset_dir: Path
+) -> tuple[Sequence[Mapping[str, str]], Sequence[Mapping[str, str]]]:
+    """(SDG rows ingested into the iteration's dataset folder, mined rows); a merge adding none is a hard stop."""
     entry = _entry(ctx, label)
     number = iteration_number(label)
-    dataset_dir = ctx.layout.iteration_dir(label) / "dataset"
     sdg_rows: Sequence[Mapping[str, str]] = ()
     if not entry.anomalygen_skipped:
         ingest = assembly.ingest_sdg(
@@ -339,6 +341,15 @@ def run_merge(ctx: RunContext, label: str) -> dict:
             "neither SDG nor mining added a row",
             "expand the mining pool or raise num_sdg; never retrain on an unchanged set",
         )
+    return sdg_rows, mined
+
+
+def run_merge(ctx: RunContext, label: str) -> dict:
+    """Previous training CSV + SDG rows + mined rows, with provenance, validated for files and leakage."""
+    started = time.monotonic()
+    number = iteration_number(label)
+    dataset_dir = ctx.layout.iteration_dir(label) / "dataset"
+    sdg_rows, mined = _added_rows(ctx, label, dataset_dir)
     previous, in_workspace = _previous_training(ctx, label)
     previous_provenance = None
     if in_workspace:
