@@ -344,3 +344,19 @@ def test_a_flow_run_is_submitted_and_watched_over_ssh_with_a_login_block(
     with _client() as client:
         logs = " ".join(log.message for log in client.read_logs())
     assert sshd_on_loopback["private_key"].split("\n")[1] not in logs
+
+
+def test_the_preflight_checks_the_real_cluster_read_only(slurm_cluster: None) -> None:
+    from aoi_pipeline.pipeline.preflight.probe import HostProbe
+
+    before = subprocess.run(["squeue", "-h", "-t", "all"], capture_output=True, text=True, check=True).stdout
+    assert HostProbe({**os.environ, "SLURM_PARTITION": "debug"}).platform_reachable("slurm") == (
+        True,
+        "partition debug: 1 node(s), gpu:2 per node, no time limit",
+    )
+    ok, seen = HostProbe({**os.environ, "SLURM_PARTITION": "short", "SLURM_TIME_HOURS": "4"}).platform_reachable(
+        "slurm"
+    )
+    assert not ok
+    assert "time limit 240 exceeds the partition's maximum of 5 min" in seen
+    assert subprocess.run(["squeue", "-h", "-t", "all"], capture_output=True, text=True, check=True).stdout == before

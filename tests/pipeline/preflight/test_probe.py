@@ -34,7 +34,7 @@ def fake_bin(tmp_path: Path) -> Path:
         'for last; do :; done\nif [ "$last" = "have:1" ]; then echo sha256:1; exit 0; fi\n'
         'echo "Error response from daemon: No such image: $last" >&2; exit 1\n',
     )
-    _executable(folder, "sinfo", 'echo "gpu*"\necho "cpu"\n')
+    _executable(folder, "sinfo", 'echo "gpu*|up|4:00:00|gpu:8|2|idle"\necho "cpu|up|1-00:00:00|(null)|4|idle"\n')
     return folder
 
 
@@ -74,7 +74,7 @@ def test_the_host_probe_finds_commands_on_path(fake_bin: Path) -> None:
 def test_the_host_probe_shows_what_a_reachable_platform_answered(fake_bin: Path) -> None:
     assert HostProbe({"PATH": str(fake_bin)}).platform_reachable("slurm") == (
         True,
-        "sinfo answers; partitions: gpu*, cpu",
+        "partition gpu: 2 node(s), gpu:8 per node, max 240 min",
     )
 
 

@@ -155,7 +155,25 @@ def _kubernetes(host: HostProbe) -> Reachability:
 
 @platform_check("slurm")
 def _slurm(host: HostProbe) -> Reachability:
-    return host.answers(["sinfo", "--noheader", "--format=%P"], "sinfo answers; partitions: {}")
+    """sinfo answers, SLURM_PARTITION (else the default) exists and is up, offers GPU GRES, and the time limit
+    (SLURM_TIME_HOURS, as the reference's Slurm runtime check reads it) is within the partition's maximum."""
+    from aoi_pipeline.workers.slurm.cluster import SINFO_ARGS, check_cluster, parse_sinfo
+
+    ok, seen = host.answers(list(SINFO_ARGS), "{}")
+    if not ok:
+        return ok, seen
+    done = host.run([host.which("sinfo") or "sinfo", *SINFO_ARGS[1:]])
+    hours = host.environ.get("SLURM_TIME_HOURS")
+    time_limit = None
+    if hours:
+        try:
+            time_limit = str(max(1, round(float(hours) * 60)))
+        except ValueError:
+            return False, f"SLURM_TIME_HOURS={hours!r} is not a number of hours"
+    partitions = parse_sinfo(done.stdout if done is not None else "")
+    return check_cluster(
+        partitions, partition=host.environ.get("SLURM_PARTITION") or None, gpus=1, time_limit=time_limit
+    )
 
 
 @dataclass
