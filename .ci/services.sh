@@ -127,7 +127,8 @@ EOF
 }
 
 start_slurm() {
-  apt_install slurm-wlm slurm-client munge
+  # openssh: the worker's ssh submission is tested against a private sshd on 127.0.0.1.
+  apt_install slurm-wlm slurm-client munge openssh-server openssh-client
   mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
   chown munge:munge /run/munge
   if [ ! -s /etc/munge/munge.key ]; then
