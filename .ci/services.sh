@@ -5,6 +5,8 @@
 # slurm: Debian's Slurm 22.05 (munged, slurmctld, slurmd) as a one-node cluster `localhost` with two fake GPUs
 #   (GRES gpu:2 bound to /dev/null and /dev/zero); partitions `debug` (default, no time limit) and `short`
 #   (default 1 minute, at most 5). No accounting database: the worker reads job states from scontrol.
+# s3: a real S3 server, Ceph's RADOS Gateway (Debian's Ceph 16) on http://127.0.0.1:7480, with the user `ci`
+#   (access key $CI_S3_ACCESS_KEY, secret $CI_S3_SECRET_KEY; defaults below) for the publishing tests.
 set -euo pipefail
 ACTION=${1:-start}
 shift || true
@@ -159,9 +161,108 @@ stop_slurm() {
   rm -rf /var/spool/slurmctld/* /var/spool/slurmd/*
 }
 
-# ------------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- s3
+# A real S3 implementation: Debian's Ceph RADOS Gateway on one monitor and one memstore OSD (objects in RAM,
+# capped by CI_S3_BYTES), cephx off, SigV4 auth by RGW. Configuration, data and logs stay under $S/ceph
+# (CEPH_CONF points there; /etc/ceph is not touched). memstore loses everything when the OSD stops, so a start
+# that finds no healthy gateway builds a fresh cluster (about 15 s).
+S3_PORT=${CI_S3_PORT:-7480}
+S3_MON_PORT=${CI_S3_MON_PORT:-3300}
+S3_ACCESS_KEY=${CI_S3_ACCESS_KEY:-aoi-ci-access}
+S3_SECRET_KEY=${CI_S3_SECRET_KEY:-aoi-ci-secret-do-not-log}
+export CEPH_CONF=$S/ceph/ceph.conf
 
-KNOWN="postgres slurm"
+s3_up() { curl -fs -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
+
+start_s3() {
+  local c=$S/ceph fsid
+  apt_install ceph-mon ceph-osd radosgw ceph-common curl
+  if alive "$c/run/client.rgw.a.pid" && s3_up; then
+    s3_user
+    log "s3 already running: http://127.0.0.1:$S3_PORT"
+    return 0
+  fi
+  stop_s3
+  mkdir -p "$c"/{mon/ceph-a,osd/ceph-0,run,log,rgw}
+  fsid=$(cat /proc/sys/kernel/random/uuid)
+  s3_conf "$c" "$fsid" >"$CEPH_CONF"
+  ceph-authtool --create-keyring "$c/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+  monmaptool --create --addv a "[v2:127.0.0.1:$S3_MON_PORT]" --fsid "$fsid" "$c/monmap" >/dev/null
+  ceph-mon --mkfs -i a --monmap "$c/monmap" --keyring "$c/mon.keyring" >"$c/log/mon-mkfs.log" 2>&1
+  ceph-mon -i a
+  wait_for ceph-mon 60 "$c/log/mon.a.log" timeout 5 ceph -s --connect-timeout 3
+  [ "$(ceph osd create)" = 0 ]
+  ceph-osd -i 0 --mkfs >"$c/log/osd-mkfs.log" 2>&1
+  ceph-osd -i 0 >>"$c/log/osd-mkfs.log" 2>&1
+  wait_for ceph-osd 60 "$c/log/osd.0.log" sh -c 'ceph osd stat | grep -q "1 up"'
+  radosgw -n client.rgw.a
+  wait_for radosgw 180 "$c/log/client.rgw.a.log" s3_up
+  s3_user
+  log "s3 ready: http://127.0.0.1:$S3_PORT (Ceph RGW), access key $S3_ACCESS_KEY"
+}
+
+s3_conf() { # s3_conf DIR FSID: a one-node cluster, cephx off; crc mode, else RGW cannot fetch its mon config
+  cat <<CONF
+[global]
+fsid = $2
+mon initial members = a
+mon host = v2:127.0.0.1:$S3_MON_PORT/0
+public network = 127.0.0.0/8
+auth cluster required = none
+auth service required = none
+auth client required = none
+ms mon client mode = crc
+ms client mode = crc
+ms bind ipv6 = false
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+# The monitor stops below 5 % free disk by default; CI machines may have little.
+mon data avail warn = 1
+mon data avail crit = 0
+run dir = $1/run
+pid file = $1/run/\$name.pid
+admin socket = $1/run/\$name.asok
+log file = $1/log/\$name.log
+[mon]
+mon data = $1/mon/ceph-\$id
+[osd]
+osd data = $1/osd/ceph-\$id
+osd objectstore = memstore
+memstore device bytes = ${CI_S3_BYTES:-2147483648}
+osd max object name len = 460
+osd max object namespace len = 64
+[client.rgw.a]
+rgw frontends = beast endpoint=127.0.0.1:$S3_PORT
+rgw data = $1/rgw
+rgw dns name = localhost
+CONF
+}
+
+s3_user() { # the test user, with the keys the tests get from CI (created once per cluster)
+  radosgw-admin user info --uid=ci >/dev/null 2>&1 && return 0
+  radosgw-admin user create --uid=ci --display-name=ci \
+    --access-key="$S3_ACCESS_KEY" --secret-key="$S3_SECRET_KEY" >/dev/null
+}
+
+stop_s3() {
+  local name pidfile
+  for name in client.rgw.a osd.0 mon.a; do
+    pidfile=$S/ceph/run/$name.pid
+    alive "$pidfile" && kill "$(head -1 "$pidfile")" 2>/dev/null || true
+    for _ in $(seq 1 100); do alive "$pidfile" || break; sleep 0.2; done
+    alive "$pidfile" && kill -9 "$(head -1 "$pidfile")" 2>/dev/null || true
+  done
+  rm -rf "$S/ceph"
+}
+
+# ------------------------------------------------------------------------------------------------- main
+KNOWN="postgres slurm s3"
 SERVICES=("$@")
 [ ${#SERVICES[@]} -gt 0 ] || read -r -a SERVICES <<<"$KNOWN"
 for service in "${SERVICES[@]}"; do

@@ -28,6 +28,7 @@ from tasks.gate import approval_gate
 from tasks.jobs import TaskJobRunner, allow_jobs, cancel_running_jobs
 from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run
 from tasks.preflight import preflight
+from tasks.publish import publish_deliverable
 
 
 @flow(
@@ -68,6 +69,7 @@ def aoi_pipeline(
         start_run(layout, approval, report.markdown(), base_spec)
     with WorkspaceLock(ctx.workspace.root, owner=f"aoi-pipeline {run_name}"):
         result = _run_phases(ctx, base_spec)
+    result["published"] = publish_deliverable(config, layout)
     logger.info("deliverable: %s (%s)", result["best_model"], result["iteration"])
     return {"status": "complete", "plan_hash": report.plan_hash, **result}
 

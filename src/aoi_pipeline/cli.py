@@ -125,6 +125,8 @@ def _print_result(result: dict[str, Any]) -> None:
     print(f"  best model:      {result['best_model']} ({result['iteration']}, value {result['value']:.4g})")
     print(f"  inference spec:  {result['inference_spec']}")
     print(f"  KPI target met:  {'yes' if result['passed'] else 'no'}")
+    if result.get("published"):
+        print(f"  published to:    {result['published']['destination']}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -282,6 +284,33 @@ def _add_jobs_command(subcommands: argparse._SubParsersAction) -> None:
     render.set_defaults(handler=_jobs_render)
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from aoi_pipeline.config import load_config
+    from aoi_pipeline.pipeline.publish import publish_and_record, run_directory, settings_for
+
+    config = load_config(args.config) if args.config else None
+    layout = run_directory(args.run, config)
+    settings = settings_for(config, bucket_block=args.bucket_block, prefix=args.prefix)
+    _connect()
+    print(publish_and_record(layout, settings).summary())
+    return EXIT_OK
+
+
+def _add_publish_command(subcommands: argparse._SubParsersAction) -> None:
+    publish = subcommands.add_parser(
+        "publish",
+        help="upload a finished run's deliverable to the S3 bucket of a Prefect S3Bucket block",
+        description="Uploads best_model.json, the inference spec, the checkpoint, the report and the approval "
+        "record to <prefix>/<run name>/, then manifest.json with their sha256 sums. Safe to repeat: what the "
+        "bucket already holds is not uploaded again.",
+    )
+    publish.add_argument("run", help="run directory, or a run name under the config's results root")
+    publish.add_argument("--config", type=Path, default=None, help="pipeline.yaml (its publish section)")
+    publish.add_argument("--bucket-block", default=None, help="S3Bucket block name (default: publish.bucket_block)")
+    publish.add_argument("--prefix", default=None, help="key prefix in the bucket (default: publish.prefix)")
+    publish.set_defaults(handler=_publish)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -294,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(subcommands)
     _add_kpi_command(subcommands)
     _add_jobs_command(subcommands)
+    _add_publish_command(subcommands)
     return parser
 
 

@@ -9,6 +9,7 @@ runs end to end on a laptop.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
+from aoi_pipeline.core.publish_manifest import normalise_prefix
 from aoi_pipeline.core.spec.schema import MAX_BATCH_SIZE, MAX_EPOCHS
 from aoi_pipeline.core.spec.yaml_io import load_yaml_text
 from aoi_pipeline.errors import ConfigError, Problem
@@ -135,6 +137,26 @@ class KubernetesSettings(_Strict):
         return self
 
 
+class PublishSettings(_Strict):
+    """Where a finished run's deliverable is published: `<prefix>/<run name>/` in the bucket of a Prefect
+    `S3Bucket` block (prefect-aws; its `AwsCredentials` hold the keys, so none appear in this file)."""
+
+    bucket_block: Annotated[str, Field(min_length=1)]
+    prefix: str = ""
+
+    @field_validator("bucket_block")
+    @classmethod
+    def _block_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", value):
+            raise ValueError("a Prefect block name has only lowercase letters, digits and dashes (e.g. aoi-models)")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return normalise_prefix(value)
+
+
 class PipelineConfig(_Strict):
     """Everything one pipeline run needs besides the approval."""
 
@@ -156,6 +178,7 @@ class PipelineConfig(_Strict):
     deft: DeftSettings = DeftSettings()
     phase3: AutomlSettings = AutomlSettings()
     estimates: Estimates = Estimates()
+    publish: PublishSettings | None = None
 
     @field_validator("gpus", mode="before")
     @classmethod

@@ -117,3 +117,7 @@ class TrialInfrastructureError(InfrastructureJobError):
 
 class TrialCancelledError(AoiPipelineError):
     """An AutoML trial's job was cancelled; the trial has no outcome and must not be retried."""
+
+
+class PublishError(AoiPipelineError):
+    """Publishing a run's deliverable to object storage failed; the deliverable stays in the workspace."""

@@ -30,6 +30,7 @@ from aoi_pipeline.pipeline.preflight.checks.gpus import check_gpus
 from aoi_pipeline.pipeline.preflight.checks.host import (
     RUNTIME_COMMANDS,
     check_platform,
+    check_publish_bucket,
     check_results_root,
     check_runtime,
 )
@@ -78,6 +79,7 @@ def run_preflight(
         platform=config.platform,
         runtime_command=RUNTIME_COMMANDS[config.runtime],
         images=used_images(config).values(),
+        bucket_block=config.publish.bucket_block if config.publish else None,
     )
     facts, found = _check(config, RunLayout(config.resolved_results_root / run_name), env, answers)
     plan = build_plan(facts)
@@ -111,6 +113,7 @@ def _check(
     gpus, gpu_found = check_gpus(config, answers.gpus, sizes)
     found += gpu_found + Findings.of(check_platform(config.platform, answers.reachable))
     found += Findings.of(check_runtime(config.runtime, answers.runtime_found))
+    found += Findings.of(check_publish_bucket(config, answers.bucket))
     found += Findings.of(check_credentials(config, env)) + check_images(answers.images, env)
     resuming = layout.root.exists()
     facts = PlanFacts(config, env, workspace, layout, resuming, answers, base, data, contract, spaces, gpus)

@@ -120,7 +120,15 @@ def host_lines(facts: PlanFacts) -> list[str]:
         lines.append(f"- Runtime: {config.runtime} (`{command}` inside the images)")
     timeout = config.job_timeout_minutes
     lines.append(f"- Job timeout: {f'{timeout:g} min per job' if timeout else 'none'}")
-    return lines
+    return [*lines, _publish_line(facts)]
+
+
+def _publish_line(facts: PlanFacts) -> str:
+    publish, bucket = facts.config.publish, facts.answers.bucket
+    if publish is None or bucket is None:
+        return "- Publishing: none (the deliverable stays in the run directory)"
+    folder = "/".join(part for part in (publish.prefix, facts.layout.root.name) if part)
+    return f"- Publishing: `{folder}/` in {bucket[1] if bucket[0] else f'an UNREACHABLE bucket ({bucket[1]})'}"
 
 
 def gpu_lines(facts: PlanFacts) -> list[str]:
@@ -379,8 +387,10 @@ def confirmation_lines(blocker_count: int) -> list[str]:
 def build_plan(facts: PlanFacts) -> dict[str, Any]:
     """What an approval approves. The run name is left out so a re-run of the same plan keeps its hash."""
     config = facts.config
+    # Publishing is approved with the plan when configured; a run that publishes nothing keeps its hash.
+    exclude = {"publish"} if config.publish is None else None
     return {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude=exclude),
         "kpi_target": render_target(facts.contract) if facts.contract is not None else None,
         "base_spec_sha256": None if facts.base is None else _json_sha256(facts.base),
         # The mining pool is deliberately not hashed: it is append-only and grows daily, and a nightly

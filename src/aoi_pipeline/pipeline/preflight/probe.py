@@ -1,9 +1,10 @@
 """The pre-flight's only contact with the outside: questions to the machine and the platforms, never a change.
 
 `PlatformProbe` is the one interface the pre-flight asks through: the GPUs jobs may use, whether a command
-can start, whether a container image is present, whether a platform accepts jobs, and the host's name.
-`HostProbe` answers from this machine (nvidia-smi through `jobs.gpu`, the PATH, `docker image inspect`, and
-one registered reachability check per platform); `StaticProbe` answers from fixed data, for tests and for
+can start, whether a container image is present, whether a platform accepts jobs, the host's name, and
+whether the bucket a run publishes to answers. `HostProbe` answers from this machine (nvidia-smi through
+`jobs.gpu`, the PATH, `docker image inspect`, one registered reachability check per platform, and a HEAD on
+the publish bucket through its S3Bucket block); `StaticProbe` answers from fixed data, for tests and for
 showing a plan without touching the machine. A new platform adds its reachability check with
 `@platform_check("name")`; nothing else in the pre-flight changes. `ask_probe` asks exactly the questions a
 plan needs and returns the answers the pure checks read.
@@ -47,6 +48,8 @@ class PlatformProbe(Protocol):
     def platform_reachable(self, platform: str) -> Reachability: ...
 
     def host_name(self) -> str: ...
+
+    def bucket_reachable(self, block_name: str) -> Reachability: ...
 
 
 PlatformCheck = Callable[["HostProbe"], Reachability]
@@ -102,6 +105,12 @@ class HostProbe:
 
     def host_name(self) -> str:
         return socket.gethostname()
+
+    def bucket_reachable(self, block_name: str) -> Reachability:
+        """A HEAD on the publish bucket through its S3Bucket block: read-only, writes nothing."""
+        from aoi_pipeline.pipeline.publish import probe_bucket
+
+        return probe_bucket(block_name)
 
     def answers(self, argv: list[str], shown: str) -> Reachability:
         """Run a read-only command; reachable when it exits 0, `shown` formatted with its output's words."""
@@ -184,6 +193,7 @@ class StaticProbe:
     commands: Iterable[str] = ("aoi-changenet", "visual_changenet")
     present_images: Iterable[str] = ()
     reachability: Reachability = (True, "answers")
+    bucket: Reachability = (True, "the bucket answers")
     name: str = "static-host"
     asked: list[tuple[str, str]] = field(default_factory=list)
 
@@ -206,8 +216,12 @@ class StaticProbe:
     def host_name(self) -> str:
         return self.name
 
+    def bucket_reachable(self, block_name: str) -> Reachability:
+        self.asked.append(("bucket", block_name))
+        return self.bucket
+
     def questions(self, kind: str) -> list[str]:
-        """What was asked of one kind ("command", "image", "platform"), in order."""
+        """What was asked of one kind ("command", "image", "platform", "bucket"), in order."""
         return [subject for asked_kind, subject in self.asked if asked_kind == kind]
 
 
@@ -220,13 +234,23 @@ class ProbeAnswers:
     runtime_found: bool | None  # None: the runtime runs inside images on a remote platform
     reachable: Reachability | None  # None: platform local
     images: Mapping[str, bool | None]  # present/missing/unknown per image; docker only
+    bucket: Reachability | None = None  # None: the run publishes nothing
 
 
-def ask_probe(probe: PlatformProbe, *, platform: str, runtime_command: str, images: Iterable[str]) -> ProbeAnswers:
-    """Ask exactly what a plan on `platform` needs: local GPUs, the runtime or the platform, docker images."""
+def ask_probe(
+    probe: PlatformProbe,
+    *,
+    platform: str,
+    runtime_command: str,
+    images: Iterable[str],
+    bucket_block: str | None = None,
+) -> ProbeAnswers:
+    """Ask exactly what a plan on `platform` needs: local GPUs, the runtime or the platform, docker images,
+    and the publish bucket when the run publishes."""
     gpus = None if platform in REMOTE_GPU_PLATFORMS else tuple(probe.gpus())
     local = platform == "local"
     runtime_found = probe.command_available(runtime_command) if local else None
     reachable = None if local else probe.platform_reachable(platform)
     present = {uri: probe.image_present(uri) for uri in dict.fromkeys(images)} if platform == "docker" else {}
-    return ProbeAnswers(probe.host_name(), gpus, runtime_found, reachable, present)
+    bucket = None if bucket_block is None else probe.bucket_reachable(bucket_block)
+    return ProbeAnswers(probe.host_name(), gpus, runtime_found, reachable, present, bucket)

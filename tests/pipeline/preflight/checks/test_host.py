@@ -51,3 +51,33 @@ def test_deft_iterations_need_the_results_root_inside_the_workspace(ws: Path, pr
     assert "inside the workspace" in blocker.fix
     # Without DEFT iterations nothing is written relative to the workspace, so any results root will do.
     assert preflight(ws, results_root=outside, deft={"max_iterations": 0}).ok
+
+
+def test_without_a_publish_section_no_bucket_is_probed(ws: Path, preflight, read) -> None:
+    probe = StaticProbe()
+
+    report = preflight(ws, probe=probe)
+
+    assert probe.questions("bucket") == []
+    assert "- Publishing: none" in read.section(report, 1)
+
+
+def test_a_reachable_publish_bucket_is_shown_with_the_version_folder(ws: Path, preflight, read) -> None:
+    probe = StaticProbe(bucket=(True, "s3://aoi-models via block 'aoi-models' reachable (read-only HEAD)"))
+
+    report = preflight(ws, probe=probe, publish={"bucket_block": "aoi-models", "prefix": "line7"})
+
+    assert probe.questions("bucket") == ["aoi-models"]
+    assert report.ok, report.blockers
+    assert "- Publishing: `line7/run_20250101_000000/` in s3://aoi-models via block" in read.section(report, 1)
+
+
+def test_an_unreachable_publish_bucket_blocks_the_run_before_approval(ws: Path, preflight, read) -> None:
+    probe = StaticProbe(bucket=(False, "the S3 endpoint cannot be reached (EndpointConnectionError)"))
+
+    report = preflight(ws, probe=probe, publish={"bucket_block": "aoi-models"})
+
+    found = read.blockers_at(report, "publish.bucket_block")
+    assert len(found) == 1 and "EndpointConnectionError" in found[0].what
+    read.assert_actionable(found)
+    assert "UNREACHABLE bucket" in read.section(report, 1)

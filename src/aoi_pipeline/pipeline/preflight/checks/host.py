@@ -1,4 +1,5 @@
-"""Checks of section 1: where the run writes, whether the platform accepts jobs, whether the runtime starts."""
+"""Checks of section 1: where the run writes, whether the platform accepts jobs, whether the runtime starts,
+whether the bucket the run publishes to answers."""
 
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ def check_platform(platform: str, reachable: Reachability | None) -> list[Proble
             f"platform {platform} (pipeline config key platform)",
             f"cannot be reached from this machine: {reachable[1]}",
             f"start or configure {platform} (see the README's platform section), or set platform: local",
+        )
+    ]
+
+
+def check_publish_bucket(config: PipelineConfig, reachable: Reachability | None) -> list[Problem]:
+    """The bucket the run publishes to must answer before approval; None means the run publishes nothing."""
+    if config.publish is None or reachable is None or reachable[0]:
+        return []
+    return [
+        Problem(
+            f"pipeline config key publish.bucket_block ({config.publish.bucket_block})",
+            f"the bucket cannot be reached: {reachable[1]}",
+            "fix the block or the S3 service (README, Publishing), or remove the publish section",
         )
     ]
 
