@@ -23,6 +23,11 @@ from typing import Any
 
 import pytest
 
+from aoi_pipeline.config import PublishSettings
+from aoi_pipeline.errors import PublishError
+from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.publish import probe_bucket, publish_and_record
+
 pytestmark = [pytest.mark.integration]
 
 ENDPOINT = os.environ.get("AOI_TEST_S3_ENDPOINT_URL")
@@ -85,10 +90,10 @@ def prefect_api(prefect_server_url: str) -> Iterator[str]:
         yield prefect_server_url
 
 
-def _register(bucket: str, *, endpoint: str = "", folder: str = "") -> str:
+def _register(bucket: str, *, endpoint: str = "", folder: str = "", name: str = "") -> str:
     from aoi_pipeline.pipeline.publish_blocks import register_s3_blocks
 
-    block = f"aoi-test-{uuid.uuid4().hex[:10]}"
+    block = name or f"aoi-test-{uuid.uuid4().hex[:10]}"
     saved = register_s3_blocks(
         {
             "AOI_S3_BLOCK": block,
@@ -186,15 +191,14 @@ def test_a_publish_lands_under_prefix_and_run_with_a_manifest_that_matches_every
         == hashlib.sha256((run / "iter1/train/model_epoch_002_step_00010.pth").read_bytes()).hexdigest()
     )
 
-    again = _publish(run, block, "models/line7")
-    assert again.returncode == 0, again.stderr
-    assert "already published" in again.stdout
+    again = publish_and_record(RunLayout(run), PublishSettings(bucket_block=block, prefix="models/line7"))
+    assert not again.changed and "already published" in again.summary()
     assert set(_keys(admin, bucket).values()) == {1}  # nothing uploaded twice
     state = json.loads((run / "pipeline_state.json").read_text())
     assert state["phases"]["handoff"]["status"] == "complete"
     assert state["publish"]["status"] == "published"
     assert state["publish"]["destination"] == f"s3://{bucket}/{folder}/"
-    _assert_no_secret(first.stdout, first.stderr, again.stdout, again.stderr, *_tree_bytes(run).values())
+    _assert_no_secret(first.stdout, first.stderr, *_tree_bytes(run).values())
 
 
 def test_a_publish_killed_mid_upload_resumes_without_duplicating_any_object(
@@ -226,13 +230,12 @@ def test_a_publish_killed_mid_upload_resumes_without_duplicating_any_object(
     assert f"{folder}/best_model.json" in before  # the small files went first
     assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads")  # the kill left the checkpoint unfinished
 
-    resumed = _publish(run, block, "nightly")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "already there" in resumed.stdout, resumed.stdout
+    resumed = publish_and_record(RunLayout(run), PublishSettings(bucket_block=block, prefix="nightly"))
+    assert resumed.already_present and "model_epoch_002_step_00010.pth" in resumed.uploaded, resumed
     assert _keys(admin, bucket) == {f"{folder}/{name}": 1 for name in [*FILE_NAMES, "manifest.json"]}
     assert not admin.list_multipart_uploads(Bucket=bucket).get("Uploads")  # the dangling parts were aborted
     _check_against_manifest(admin, bucket, folder, run)
-    _assert_no_secret(output, resumed.stdout, resumed.stderr)
+    _assert_no_secret(output, *_tree_bytes(run).values())
 
 
 def _closed_port() -> int:
@@ -244,20 +247,20 @@ def _closed_port() -> int:
 def test_an_unreachable_bucket_leaves_the_deliverable_intact_with_an_error_event_and_a_clear_message(
     prefect_api: str, bucket: str, tmp_path: Path
 ) -> None:
-    from aoi_pipeline.pipeline.publish import probe_bucket
 
     run = _finished_run(tmp_path)
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     block = _register(bucket, endpoint=endpoint)
     before = _tree_bytes(run)
     started = time.monotonic()
-    failed = _publish(run, block, "models")
-    assert failed.returncode == 1
-    assert time.monotonic() - started < 120
-    message = failed.stderr
+    with pytest.raises(PublishError) as caught:
+        publish_and_record(RunLayout(run), PublishSettings(bucket_block=block, prefix="models"))
+    assert time.monotonic() - started < 60
+    message = str(caught.value)
     assert f"S3Bucket block '{block}' -> s3://{bucket}/models/{RUN_NAME}/ (endpoint {endpoint})" in message
     assert "cannot be reached" in message and "correct the endpoint_url" in message
-    assert "intact there" in message and f"aoi-pipeline publish {run} --bucket-block {block} --prefix models" in message
+    assert "intact there" in message
+    assert f"aoi-pipeline publish {run} --bucket-block {block} --prefix models" in message
     after = _tree_bytes(run)
     state = json.loads(after.pop("pipeline_state.json"))
     before.pop("pipeline_state.json")
@@ -266,11 +269,10 @@ def test_an_unreachable_bucket_leaves_the_deliverable_intact_with_an_error_event
     assert "cannot be reached" in state["publish"]["events"][-1]["summary"]
     reachable, why = probe_bucket(block)
     assert not reachable and "cannot be reached" in why
-    _assert_no_secret(failed.stdout, failed.stderr, json.dumps(state), why)
+    _assert_no_secret(message, json.dumps(state), why)
 
 
 def test_the_preflight_probe_reads_the_bucket_without_writing(prefect_api: str, admin: Any, bucket: str) -> None:
-    from aoi_pipeline.pipeline.publish import probe_bucket
 
     block = _register(bucket)
     assert probe_bucket(block) == (True, f"s3://{bucket} via block '{block}' reachable (read-only HEAD)")
@@ -278,3 +280,114 @@ def test_the_preflight_probe_reads_the_bucket_without_writing(prefect_api: str, 
     assert not admin.list_multipart_uploads(Bucket=bucket).get("Uploads")
     missing, why = probe_bucket(_register(f"{bucket}-absent"))
     assert not missing and "does not exist" in why
+
+
+# ------------------------------------------------------------------------------------------ the flow
+
+
+@pytest.fixture
+def fake_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every job of the flow runs the millisecond stand-in runtime; returns the file listing its calls."""
+    import tasks.jobs
+    from aoi_pipeline.jobs.gpu import GpuSlots
+    from aoi_pipeline.jobs.local import LocalLauncher
+
+    calls = tmp_path / "runtime_calls.jsonl"
+    monkeypatch.setenv("FAKE_RUNTIME_CALLS", str(calls))
+    launcher = LocalLauncher(
+        gpu_slots=GpuSlots([]), command_resolver=lambda job: [sys.executable, str(FAKE_RUNTIME), job.action]
+    )
+    monkeypatch.setattr(tasks.jobs, "_LAUNCHER", launcher)
+    return calls
+
+
+def _flow_config(tmp_path: Path, block: str) -> Any:
+    from aoi_pipeline.config import config_from_mapping
+    from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
+
+    workspace = tmp_path / "workspace"
+    write_workspace(workspace, SynthSpec(boards=12, size=32, seed=3))
+    return config_from_mapping(
+        {
+            "workspace": str(workspace),
+            "kpi_target": "FAR < 50% at Recall=100%",
+            "gpus": 0,
+            "dataset": {"image_ext": ".png"},
+            "spec_overrides": ["dataset.classify.image_width=32", "dataset.classify.image_height=32"],
+            "phase1": {"recommendations": 1, "num_epochs": 2, "batch_size": 4},
+            "deft": {"max_iterations": 0, "num_epochs": 2},
+            "phase3": {"enabled": False},
+            "publish": {"bucket_block": block, "prefix": "flow"},
+        }
+    )
+
+
+def _run_flow(config: Any, run_name: str) -> dict[str, Any]:
+    from aoi_pipeline.pipeline.preflight import run_preflight
+    from flows.aoi_pipeline import aoi_pipeline
+
+    plan = run_preflight(config, run_name=run_name).plan_hash
+    flow = aoi_pipeline.with_options(flow_run_name=run_name)
+    return flow(config=config, run_name=run_name, preapproved_plan_hash=plan, preapproved_by="ci")
+
+
+def _prefect_logs_and_artifacts(run_name: str, expected: str) -> str:
+    """The Prefect logs and artifacts of every flow run of that name, once the expected line has arrived."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name])))
+        ids = [run.id for run in runs]
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+            text = "\n".join(log.message for log in logs)
+            if expected in text or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+    assert expected in text, text[-3000:]
+    return text + "\n".join(f"{artifact.description}\n{artifact.data}" for artifact in artifacts)
+
+
+def test_the_flow_publishes_at_its_end_and_a_rerun_finishes_a_publish_the_bucket_refused(
+    prefect_api: str, admin: Any, bucket: str, tmp_path: Path, fake_runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aoi_pipeline.pipeline.preflight import HostProbe
+
+    block = _register(bucket, endpoint=f"http://127.0.0.1:{_closed_port()}")
+    config = _flow_config(tmp_path, block)
+    run_name = "run_20260103_000000"
+    run = config.resolved_results_root / run_name
+    # The bucket answered at approval time and went away before the end of the run.
+    with monkeypatch.context() as lost:
+        lost.setattr(HostProbe, "bucket_reachable", lambda self, name: (True, "reachable at approval time"))
+        with pytest.raises(PublishError, match="cannot be reached"):
+            _run_flow(config, run_name)
+    deliverable = _tree_bytes(run)
+    assert {"best_model.json", "best_model_inference_spec.yaml", "DEFT_Loop_Report.html"} <= set(deliverable)
+    state = json.loads(deliverable["pipeline_state.json"])
+    assert state["phases"]["handoff"]["status"] == "complete"
+    assert state["publish"]["status"] == "error"
+    jobs_run = fake_runtime.read_text().count("\n")
+
+    assert _register(bucket, endpoint=ENDPOINT or "", name=block) == block  # the endpoint fixed
+    result = _run_flow(config, run_name)
+    folder = f"flow/{run_name}"
+    assert result["published"]["destination"] == f"s3://{bucket}/{folder}/"
+    assert fake_runtime.read_text().count("\n") == jobs_run  # only the publish ran again
+    checkpoint = Path(json.loads(deliverable["best_model.json"])["checkpoint"]).name
+    names = [*(FILE_NAMES - {"model_epoch_002_step_00010.pth"}), checkpoint, "manifest.json"]
+    assert _keys(admin, bucket) == {f"{folder}/{name}": 1 for name in names}
+    state = json.loads((run / "pipeline_state.json").read_text())
+    assert [event["status"] for event in state["publish"]["events"]] == ["error", "published"]
+    prefect_text = _prefect_logs_and_artifacts(run_name, f"published s3://{bucket}/{folder}/")
+    _assert_no_secret(prefect_text, *_tree_bytes(run).values())
