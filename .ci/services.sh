@@ -7,11 +7,18 @@
 #   (default 1 minute, at most 5). No accounting database: the worker reads job states from scontrol.
 # s3: a real S3 server, Ceph's RADOS Gateway (Debian's Ceph 16) on http://127.0.0.1:7480, with the user `ci`
 #   (access key $CI_S3_ACCESS_KEY, secret $CI_S3_SECRET_KEY; defaults below) for the publishing tests.
+# docker: a dockerd (Debian docker.io) without a bridge or NAT (containers use --network host), and the job
+#   image localhost/aoi-pipeline-job:latest built from a debootstrap root file system (no registry needed) by
+#   deployments/docker/build-image.sh. The root file system is kept in $CI_CACHE_DIR (default
+#   /var/cache/aoi-ci) only to go faster on the same machine; images stay in dockerd's store.
 set -euo pipefail
 ACTION=${1:-start}
 shift || true
 S=${CI_SERVICES_DIR:-${TMPDIR:-/tmp}/aoi-ci-services}
 PORT=${CI_PG_PORT:-5433}
+CACHE=${CI_CACHE_DIR:-/var/cache/aoi-ci}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$S/pids" "$S/logs"
 log() { printf '[services %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 apt_install() { # apt_install PACKAGE... : install what is missing (the image's policy-rc.d starts no daemon)
@@ -261,8 +268,56 @@ stop_s3() {
   rm -rf "$S/ceph"
 }
 
+# ------------------------------------------------------------------------------------------------ docker
+start_docker() {
+  apt_install docker.io iptables debootstrap
+  if docker version >/dev/null 2>&1 && ! alive "$S/pids/dockerd.pid"; then
+    log "a Docker engine is already running (not started here): using it"
+  else
+    start_dockerd
+  fi
+  AOI_IMAGE_CACHE=$CACHE bash "$REPO/deployments/docker/build-image.sh" --offline >"$S/logs/image.log" 2>&1 \
+    || { tail -40 "$S/logs/image.log" >&2; return 1; }
+  log "docker ready: job image $(docker image inspect -f '{{.Id}}' localhost/aoi-pipeline-job:latest | cut -c1-19)"
+}
+
+start_dockerd() {
+  # Without a real GPU stack, dockerd accepts GPU device requests only if an NVIDIA prestart hook is on its
+  # PATH: a no-op one in a private directory stands in for it (the containers see NVIDIA_VISIBLE_DEVICES).
+  local path=$PATH
+  if ! command -v nvidia-container-runtime-hook >/dev/null; then
+    mkdir -p "$S/fake-gpu-bin"
+    printf '#!/bin/sh\n# No GPU on this machine: accept the prestart call and do nothing.\ncat >/dev/null\nexit 0\n' \
+      >"$S/fake-gpu-bin/nvidia-container-runtime-hook"
+    chmod +x "$S/fake-gpu-bin/nvidia-container-runtime-hook"
+    path=$S/fake-gpu-bin:$PATH
+  fi
+  if ! alive "$S/pids/dockerd.pid"; then
+    # No bridge and no NAT: these machines may not route private ranges; containers use the host network.
+    (PATH=$path setsid dockerd --iptables=false --ip6tables=false --bridge=none \
+      --pidfile "$S/dockerd.pid" >"$S/logs/dockerd.log" 2>&1 </dev/null &
+      echo $! >"$S/pids/dockerd.pid")
+  fi
+  wait_for dockerd 60 "$S/logs/dockerd.log" docker version
+  log "dockerd ready (unix:///var/run/docker.sock)"
+}
+
+stop_docker() {
+  local pidfile=$S/pids/dockerd.pid
+  if alive "$pidfile"; then
+    # Containers the tests left behind (there should be none) go with the daemon; images stay as a cache.
+    docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1 || true
+    kill "$(head -1 "$pidfile")" 2>/dev/null || true
+    for _ in $(seq 1 150); do alive "$pidfile" || break; sleep 0.2; done
+    alive "$pidfile" && kill -9 "$(head -1 "$pidfile")" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+status_docker() { docker version >/dev/null 2>&1 && docker image inspect localhost/aoi-pipeline-job:latest >/dev/null 2>&1; }
+
 # ------------------------------------------------------------------------------------------------- main
-KNOWN="postgres slurm s3"
+KNOWN="postgres slurm s3 docker"
 SERVICES=("$@")
 [ ${#SERVICES[@]} -gt 0 ] || read -r -a SERVICES <<<"$KNOWN"
 for service in "${SERVICES[@]}"; do

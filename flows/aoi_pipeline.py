@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as current_flow_run
 
 from aoi_pipeline.approval import ApprovalRecord
 from aoi_pipeline.config import PipelineConfig
@@ -25,7 +26,7 @@ from aoi_pipeline.pipeline.run_steps import ensure_run_state
 from flows.automl_sweep import automl_sweep
 from flows.deft_loop import deft_loop
 from tasks.gate import approval_gate
-from tasks.jobs import TaskJobRunner, allow_jobs, cancel_running_jobs
+from tasks.jobs import allow_jobs, cancel_running_jobs, job_runner, stop_local_jobs
 from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run
 from tasks.preflight import preflight
 from tasks.publish import publish_deliverable
@@ -35,7 +36,7 @@ from tasks.publish import publish_deliverable
     name="aoi-pipeline",
     log_prints=True,
     on_cancellation=[cancel_running_jobs],
-    on_crashed=[cancel_running_jobs],
+    on_crashed=[stop_local_jobs],
 )
 def aoi_pipeline(
     config: PipelineConfig,
@@ -43,9 +44,19 @@ def aoi_pipeline(
     preapproved_plan_hash: str | None = None,
     preapproved_by: str = "pre-approval",
     approval_timeout_hours: float = 72.0,
+    platform: str | None = None,
 ) -> dict[str, Any]:
-    """Improve the workspace's model; returns where the deliverable is (or that the plan was rejected)."""
+    """Improve the workspace's model; returns where the deliverable is (or that the plan was rejected).
+
+    `platform` (set by the `aoi-pipeline/<platform>` deployments) must match the config's.
+    """
     logger = get_run_logger()
+    if platform is not None and platform != config.platform:
+        raise AoiPipelineError.at(
+            "pipeline config key platform",
+            f"is {config.platform!r}, but this deployment runs jobs on {platform!r}",
+            f"set platform: {platform} in the config, or run the aoi-pipeline/{config.platform} deployment",
+        )
     allow_jobs()
     run_name = run_name or new_run_name()
     report = preflight(config, run_name)
@@ -63,7 +74,7 @@ def aoi_pipeline(
         logger.info("plan %s rejected by %s; nothing was written", report.plan_hash, approval.reviewer)
         return {"status": "rejected", "plan_hash": report.plan_hash, "reviewer": approval.reviewer}
 
-    ctx = RunContext.from_config(config, layout, TaskJobRunner())
+    ctx = RunContext.from_config(config, layout, job_runner(config, current_flow_run.id))
     base_spec = workspace_base_spec(config, ctx.workspace)
     if not layout.approval.exists():
         start_run(layout, approval, report.markdown(), base_spec)

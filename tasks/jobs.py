@@ -1,8 +1,11 @@
 """Running TAO jobs from Prefect: each job is a task run whose log is the job's output.
 
-`run_tao_job` launches one job with the local launcher and streams its output to the task's run logger.
-Only infrastructure failures are retried (a program failure would fail the same way again). Live jobs are
-tracked so the flow's cancellation and crash hooks can kill what is still running.
+`run_tao_job` runs one job on the platform the config names: on `local` the local launcher starts it as a
+process and streams its output to the task's run logger; on a work-pool platform the `WorkPoolJobRunner`
+makes it a child run of `tao-job/<platform>` and waits for it. Only infrastructure failures are retried (a
+program failure would fail the same way again). Cancelling the pipeline run kills its local jobs and cancels
+its child runs; a crash of the pipeline's process kills the local jobs only, so a rerun can re-attach to the
+child runs still in flight.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import task_run as current_task_run
 
+from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.errors import InfrastructureJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
-from aoi_pipeline.pipeline.job_runner import require_success
+from aoi_pipeline.jobs.workpool import WorkPoolJobRunner, cancel_children, parent_tag
+from aoi_pipeline.pipeline.job_runner import JobRunner, require_success
 
 _LAUNCHER_LOCK = threading.Lock()
 _LAUNCHER: LocalLauncher | None = None
@@ -52,12 +57,12 @@ def _infrastructure_only(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_infrastructure_only,
     cache_policy=NONE,
 )
-def run_tao_job(job: TaoJob) -> JobResult:
+def run_tao_job(job: TaoJob, backend: JobRunner | None = None) -> JobResult:
     """Run one job to its end; an infrastructure failure raises (and is retried), anything else returns."""
     logger = get_run_logger()
     _set_aside_failed_attempt(job)
     logger.info("launching %s: %s %s", job.name, job.action, job.results_dir)
-    result = launcher().run(job, log=logger.info, cancel=CANCEL_ALL)
+    result = launcher().run(job, log=logger.info, cancel=CANCEL_ALL) if backend is None else backend.run(job)
     logger.info("%s %s in %.1f s", job.name, result.status, result.duration_s)
     if result.failure is not None and result.failure.kind == "infrastructure":
         require_success(result)
@@ -73,15 +78,48 @@ def _set_aside_failed_attempt(job: TaoJob) -> None:
 
 
 class TaskJobRunner:
-    """The `JobRunner` the pipeline steps use inside a flow: every job becomes a `tao-job` task run."""
+    """The `JobRunner` the pipeline steps use inside a flow: every job becomes a `tao-job` task run, run by
+    `backend` (None: the local launcher)."""
+
+    def __init__(self, backend: JobRunner | None = None) -> None:
+        self.backend = backend
 
     def run(self, job: TaoJob) -> JobResult:
-        return run_tao_job(job)
+        return run_tao_job(job, self.backend)
 
 
-def cancel_running_jobs(*_: Any) -> None:
-    """Flow hook: stop every job this process still runs (Prefect alone would leave them running)."""
+def job_runner(config: PipelineConfig, pipeline_run_id: str | None) -> TaskJobRunner:
+    """The runner for the config's platform: the local launcher, or a work-pool runner whose child runs carry
+    the pipeline run's tag and mount the workspace and results root at the same paths."""
+    if config.platform == "local":
+        return TaskJobRunner()
+    return TaskJobRunner(
+        WorkPoolJobRunner(
+            config.platform,
+            shared_dirs=dict.fromkeys([config.workspace, config.resolved_results_root]),
+            tags=[parent_tag(pipeline_run_id)] if pipeline_run_id else [],
+            cancel=CANCEL_ALL,
+            log=_task_log,
+        )
+    )
+
+
+def _task_log(message: str) -> None:
+    get_run_logger().info(message)
+
+
+def stop_local_jobs(*_: Any) -> None:
+    """Flow hook (crash): stop every local job this process still runs (Prefect alone would leave them
+    running). Child runs on a work pool go on: a rerun re-attaches to them."""
     CANCEL_ALL.set()
+
+
+def cancel_running_jobs(flow: Any = None, flow_run: Any = None, state: Any = None) -> None:
+    """Flow hook (cancellation): stop the local jobs and cancel the run's child runs on work pools (their
+    workers then remove the containers / jobs)."""
+    CANCEL_ALL.set()
+    if flow_run is not None and getattr(flow_run, "id", None) is not None:
+        cancel_children(parent_tag(str(flow_run.id)))
 
 
 def allow_jobs() -> None:

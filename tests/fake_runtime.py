@@ -5,7 +5,9 @@ and one checkpoint per epoch; inference writes inference.csv with the input rows
 separates PASS from defects with a margin set by `train.optim.lr` (so trials differ); sdg runs the real
 procedural SDG; embed writes unit vectors of the downsampled test image, so similar images are near.
 Every call is appended to the file named by FAKE_RUNTIME_CALLS, so tests can assert what was (or was not)
-launched; FAKE_RUNTIME_FAIL=<action> makes that action fail like a program error.
+launched; FAKE_RUNTIME_FAIL=<action> makes that action fail like a program error, FAKE_RUNTIME_SLEEP=<action>:<s>
+makes that action take that long (to catch a job while it runs). Like a careless runtime, it prints the
+NGC_API_KEY it was given, so tests can check that the launcher redacts it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -97,6 +100,11 @@ def _embed(spec: dict) -> None:
 def main(argv: list[str]) -> int:
     action, spec_path = argv[0], argv[2]
     _record(action, spec_path)
+    if os.environ.get("NGC_API_KEY"):
+        print(f"using NGC key {os.environ['NGC_API_KEY']}")
+    slow_action, _, seconds = os.environ.get("FAKE_RUNTIME_SLEEP", "").partition(":")
+    if slow_action == action:
+        time.sleep(float(seconds))
     spec = yaml.safe_load(Path(spec_path).read_text(encoding="utf-8"))
     if os.environ.get("FAKE_RUNTIME_FAIL") == action:
         print("Traceback (most recent call last):\nValueError: planted failure", file=sys.stderr)

@@ -60,7 +60,7 @@ def test_the_image_extension_is_normalised_to_a_leading_dot(tmp_path: Path, writ
 
 def test_explicit_values_replace_the_defaults(tmp_path: Path) -> None:
     text = (
-        "workspace: ws\nplatform: slurm\nruntime: tao\ngpus: 4\nkpi_target: 'FAR <= 2% at Recall=99.5%'\n"
+        "workspace: ws\nplatform: docker\nruntime: tao\ngpus: 4\nkpi_target: 'FAR <= 2% at Recall=99.5%'\n"
         "dataset:\n  lights: [SolderLight, UniformLight]\n  image_ext: .jpg\n"
         "phase1:\n  recommendations: 12\n  batch_size: 8\n"
         "deft:\n  max_iterations: 3\n"
@@ -68,7 +68,7 @@ def test_explicit_values_replace_the_defaults(tmp_path: Path) -> None:
     )
     config = load_config(write_config(tmp_path / "pipeline.yaml", text))
 
-    assert (config.platform, config.runtime, config.gpus) == ("slurm", "tao", 4)
+    assert (config.platform, config.runtime, config.gpus) == ("docker", "tao", 4)
     assert config.kpi_target == "FAR <= 2% at Recall=99.5%"
     assert config.dataset.lights == ("SolderLight", "UniformLight")
     assert (config.phase1.recommendations, config.phase1.batch_size, config.deft.max_iterations) == (12, 8, 3)
@@ -139,6 +139,18 @@ def test_unknown_keys_at_any_depth_are_all_reported_with_their_dotted_key(tmp_pa
     message = str(error)
     assert "'slurm'" in message and "'my/image:1'" in message
     assert all("remove the key or correct its spelling" in problem.fix for problem in error.problems)
+
+
+@pytest.mark.parametrize(("platform", "state"), [("kubernetes", "is not built yet"), ("dockre", "is unknown")])
+def test_a_platform_that_does_not_exist_is_refused_naming_the_key_and_the_platforms(
+    tmp_path: Path, platform: str, state: str
+) -> None:
+    path = write_config(tmp_path / "pipeline.yaml", f"workspace: ws\nplatform: {platform}\n")
+
+    error = refusal(path)
+
+    assert [problem.where for problem in error.problems] == [f"{path} key platform"]
+    assert state in str(error) and "the platforms that exist are: local, docker" in str(error)
 
 
 def test_a_missing_workspace_key_is_named(tmp_path: Path) -> None:

@@ -142,13 +142,63 @@ def _demo(args: argparse.Namespace) -> int:
 
     root = args.dir or default_demo_root(data_dir() / "demos")
     started = time.monotonic()
-    demo = prepare_demo(root, boards=args.boards or DEMO_BOARDS, seed=args.seed)
+    image = args.image if args.platform != "local" else None
+    demo = prepare_demo(root, boards=args.boards or DEMO_BOARDS, seed=args.seed, platform=args.platform, image=image)
     print(f"Demo workspace: {demo.workspace.root}  config: {demo.config_path}")
+    if args.platform != "local":
+        _connect()
+        _setup_pools(args.platform, concurrency_limit=None)
     result = run_pipeline(demo.config, yes=args.yes, run_name=None, reviewer=args.reviewer)
+    if args.platform == "docker":
+        from aoi_pipeline.pools import running_job_containers
+
+        print(f"Job containers left running: {len(running_job_containers())}")
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
     if result.get("status") != "rejected" and result.get("run_dir"):
         for line in demo_story(Path(result["run_dir"]), str(result["iteration"])):
             print(line)
+    return EXIT_OK
+
+
+def _setup_pools(platform: str, *, concurrency_limit: int | None) -> None:
+    from aoi_pipeline.pools import setup_platform
+
+    setup = setup_platform(platform, concurrency_limit=concurrency_limit)
+    for action in setup.actions:
+        print(f"  {action}")
+
+
+def _pools_setup(args: argparse.Namespace) -> int:
+    _connect()
+    print(f"Setting up platform {args.platform}:")
+    _setup_pools(args.platform, concurrency_limit=args.concurrency)
+    return EXIT_OK
+
+
+def _blocks_register(args: argparse.Namespace) -> int:
+    import importlib
+
+    import yaml
+
+    blocks = importlib.import_module("blocks")
+    source: dict[str, str] = {key: os.environ[key] for key in blocks.SOURCE_KEYS if os.environ.get(key)}
+    if args.file is not None:
+        data = yaml.safe_load(args.file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise AoiPipelineError.at(str(args.file), "is not a mapping of keys", "write KEY: value lines")
+        unknown = sorted(set(map(str, data)) - set(blocks.SOURCE_KEYS))
+        if unknown:
+            raise AoiPipelineError.at(
+                f"{args.file} keys {', '.join(unknown)}", "are not block settings", f"use {blocks.SOURCE_KEYS}"
+            )
+        source.update({str(key): str(value) for key, value in data.items() if value})
+    if missing := blocks.missing_registry_keys(source):
+        raise AoiPipelineError.at(
+            "registry credentials", f"{', '.join(missing)} not given", "give all three registry keys, or none"
+        )
+    _connect()
+    saved = blocks.register(source)
+    print(f"Saved blocks: {', '.join(saved)}" if saved else f"No block values given (keys: {blocks.SOURCE_KEYS}).")
     return EXIT_OK
 
 
@@ -194,6 +244,10 @@ def _add_run_commands(subcommands: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--yes", action="store_true", help="pre-approve the plan instead of waiting")
     demo.add_argument("--reviewer", default=os.environ.get("USER", "demo"), help="recorded with --yes")
+    demo.add_argument(
+        "--platform", choices=("local", "docker"), default="local", help="where the jobs run (default local)"
+    )
+    demo.add_argument("--image", default="localhost/aoi-pipeline-job:latest", help="job image on a work-pool platform")
     demo.set_defaults(handler=_demo)
 
     approve = subcommands.add_parser("approve", help="approve (or --reject) a run waiting on its plan")
@@ -311,6 +365,29 @@ def _add_publish_command(subcommands: argparse._SubParsersAction) -> None:
     publish.set_defaults(handler=_publish)
 
 
+def _add_platform_commands(subcommands: argparse._SubParsersAction) -> None:
+    pools = subcommands.add_parser("pools", help="work pools and deployments on the Prefect server")
+    pool_commands = pools.add_subparsers(dest="pools_command", required=True, metavar="{setup}")
+    setup = pool_commands.add_parser(
+        "setup",
+        help="create a platform's work pool and deployments; start a worker if none is online",
+    )
+    setup.add_argument("--platform", required=True, help="docker")
+    setup.add_argument("--concurrency", type=int, default=None, help="the pool's concurrency limit (GPU budget)")
+    setup.set_defaults(handler=_pools_setup)
+
+    blocks = subcommands.add_parser("blocks", help="Prefect blocks of the pipeline (credentials)")
+    block_commands = blocks.add_subparsers(dest="blocks_command", required=True, metavar="{register}")
+    register = block_commands.add_parser(
+        "register",
+        help="save the registry credentials and NGC key blocks from environment variables or a YAML file",
+        description="Keys: AOI_REGISTRY_URL, AOI_REGISTRY_USERNAME, AOI_REGISTRY_PASSWORD, NGC_API_KEY. "
+        "Values are stored only in the blocks and never printed.",
+    )
+    register.add_argument("--file", type=Path, default=None, help="YAML file with the same keys")
+    register.set_defaults(handler=_blocks_register)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -324,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kpi_command(subcommands)
     _add_jobs_command(subcommands)
     _add_publish_command(subcommands)
+    _add_platform_commands(subcommands)
     return parser
 
 

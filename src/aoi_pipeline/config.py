@@ -26,6 +26,12 @@ DEFAULT_TAO_PYT_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt"
 DEFAULT_TAO_DS_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-data-services"
 DEFAULT_ANOMALYGEN_IMAGE = "nvcr.io/nvidia/paidf-anomalygen:1.0.1"
 
+# Where jobs can run: `local` (processes of the flow run) and the work-pool platforms whose base job template,
+# worker and `tao-job/<platform>` deployment exist. A platform joins this list when it is built; until then a
+# config naming it is refused rather than accepted and run somewhere else.
+PLATFORMS: tuple[str, ...] = ("local", "docker")
+PLANNED_PLATFORMS: tuple[str, ...] = ("kubernetes", "slurm")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -162,7 +168,7 @@ class PipelineConfig(_Strict):
 
     workspace: Path
     results_root: Path | None = None
-    platform: Literal["local", "docker", "kubernetes", "slurm"] = "local"
+    platform: str = "local"
     runtime: Literal["reference", "tao"] = "reference"
     kpi_target: str = "FAR < 5% at Recall=100%"
     spec_file: Path | None = None
@@ -179,6 +185,14 @@ class PipelineConfig(_Strict):
     phase3: AutomlSettings = AutomlSettings()
     estimates: Estimates = Estimates()
     publish: PublishSettings | None = None
+
+    @field_validator("platform")
+    @classmethod
+    def _built_platform(cls, value: str) -> str:
+        if value in PLATFORMS:
+            return value
+        state = "is not built yet" if value in PLANNED_PLATFORMS else "is unknown"
+        raise ValueError(f"platform {value!r} {state}; the platforms that exist are: {', '.join(PLATFORMS)}")
 
     @field_validator("gpus", mode="before")
     @classmethod

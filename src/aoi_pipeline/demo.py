@@ -50,8 +50,9 @@ class Demo:
     config: PipelineConfig
 
 
-def demo_config(workspace: Path, *, seed: int = 0) -> dict[str, Any]:
-    """The demo's pipeline config as plain data (what pipeline.yaml holds)."""
+def demo_config(workspace: Path, *, seed: int = 0, platform: str = "local", image: str | None = None) -> dict[str, Any]:
+    """The demo's pipeline config as plain data (what pipeline.yaml holds); on a work-pool platform every
+    job runs in `image` (the job image of deployments/docker)."""
     phase = {
         "recommendations": 3,
         "parallel": 1,
@@ -60,9 +61,11 @@ def demo_config(workspace: Path, *, seed: int = 0) -> dict[str, Any]:
         "seed": seed,
         "search_space": _DEMO_SEARCH_SPACE,
     }
+    images = {"images": dict.fromkeys(("train", "inference", "embed", "sdg"), image)} if image else {}
     return {
         "workspace": str(workspace),
-        "platform": "local",
+        "platform": platform,
+        **images,
         "runtime": "reference",
         "kpi_target": "FAR < 5% at Recall=100%",
         "gpus": "auto",
@@ -74,12 +77,14 @@ def demo_config(workspace: Path, *, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def prepare_demo(root: Path, *, boards: int = DEMO_BOARDS, seed: int = 0) -> Demo:
+def prepare_demo(
+    root: Path, *, boards: int = DEMO_BOARDS, seed: int = 0, platform: str = "local", image: str | None = None
+) -> Demo:
     """Write the synthetic workspace and `pipeline.yaml` under a new folder `root`."""
     summary = write_workspace(root / "workspace", SynthSpec(boards=boards, size=DEMO_SIZE, seed=seed))
     config_path = root / "pipeline.yaml"
     header = "# aoi-pipeline demo config: edit and run with `aoi-pipeline run --config pipeline.yaml`\n"
-    body = yaml.safe_dump(demo_config(Path("workspace"), seed=seed), sort_keys=False)
+    body = yaml.safe_dump(demo_config(Path("workspace"), seed=seed, platform=platform, image=image), sort_keys=False)
     config_path.write_text(header + body, encoding="utf-8")
     return Demo(root, summary, config_path, load_config(config_path))
 

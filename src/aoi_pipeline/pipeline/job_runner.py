@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from aoi_pipeline.errors import InfrastructureJobError, ProgramJobError
+from aoi_pipeline.jobs.dispatch import in_flight
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 
@@ -28,8 +29,10 @@ def set_aside(results_dir: Path) -> None:
     """Move an interrupted attempt's folder out of the way (kept as evidence) so a job starts fresh.
 
     A job a killed run left running there is stopped first, so it cannot write into its successor's folder.
+    A folder whose job is still in flight on a work pool (its parent died before the child ended) stays:
+    the runner re-attaches to that child instead of launching a second copy.
     """
-    if not results_dir.exists():
+    if not results_dir.exists() or in_flight(results_dir):
         return
     stop_leftover_jobs(results_dir)
     attempt = 1

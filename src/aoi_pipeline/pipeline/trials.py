@@ -32,6 +32,7 @@ from aoi_pipeline.errors import (
     TrialInfrastructureError,
 )
 from aoi_pipeline.jobs.checkpoints import STATUS_FILE, best_val_checkpoint, latest_checkpoint
+from aoi_pipeline.jobs.dispatch import in_flight
 from aoi_pipeline.jobs.job import JobResult
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.jobs.status_json import read_status, validation_history
@@ -308,9 +309,10 @@ def _as_json(params: Mapping[str, Any]) -> Any:
 
 
 def _set_aside_earlier_attempt(*job_dirs: Path) -> None:
-    """Rename what an unfinished earlier attempt left, so each job gets the fresh directory it needs."""
+    """Rename what an unfinished earlier attempt left, so each job gets the fresh directory it needs (a job
+    still in flight on a work pool keeps its directory: the runner re-attaches to it)."""
     for job_dir in job_dirs:
-        if not job_dir.exists():
+        if not job_dir.exists() or in_flight(job_dir):
             continue
         stop_leftover_jobs(job_dir)  # a job a killed run left running must not write into its successor's
         attempt = 1

@@ -1,7 +1,8 @@
 """Fixtures of the pre-flight tests: a valid synthetic workspace, a config factory and a pre-flight runner.
 
 The runner answers every outside question from a `StaticProbe` (no GPU, every runtime command present, every
-platform reachable) unless a test passes its own.
+platform reachable) unless a test passes its own. The pre-flight's rules for platforms whose job dispatch is
+not built yet (the config refuses them) are checked by letting the config accept them here.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from typing import Any
 
 import pytest
 
+from aoi_pipeline import config as config_module
 from aoi_pipeline.config import PipelineConfig, config_from_mapping
 from aoi_pipeline.errors import Problem
 from aoi_pipeline.pipeline.preflight import PreflightReport, StaticProbe, run_preflight
 from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
 
 RUN_NAME = "run_20250101_000000"
+
+
+@pytest.fixture(autouse=True)
+def planned_platforms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configs may name the planned platforms (slurm, kubernetes), so their pre-flight rules are tested."""
+    extended = tuple(dict.fromkeys([*config_module.PLATFORMS, *config_module.PLANNED_PLATFORMS]))
+    monkeypatch.setattr(config_module, "PLATFORMS", extended)
 
 
 @pytest.fixture
