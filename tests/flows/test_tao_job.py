@@ -22,9 +22,11 @@ def fake_launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_RUNTIME_CALLS", str(calls))
 
-    def launcher() -> LocalLauncher:
+    def launcher(**settings: Any) -> LocalLauncher:
         return LocalLauncher(
-            gpu_slots=GpuSlots([]), command_resolver=lambda job: [sys.executable, str(FAKE_RUNTIME), job.action]
+            gpu_slots=GpuSlots([]),
+            command_resolver=lambda job: [sys.executable, str(FAKE_RUNTIME), job.action],
+            **settings,
         )
 
     monkeypatch.setattr(flows.tao_job, "LocalLauncher", launcher)
@@ -59,12 +61,16 @@ def test_the_job_record_runs_and_its_result_record_comes_back(
     assert [json.loads(line)["action"] for line in fake_launcher.read_text().splitlines()] == ["train"]
 
 
-def test_a_failing_program_comes_back_as_a_failed_record_with_its_failure(
+def test_a_failing_program_fails_the_run_and_its_job_record_says_why(
     prefect_server: None, fake_launcher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from aoi_pipeline.errors import ProgramJobError
     from flows.tao_job import tao_job
 
     monkeypatch.setenv("FAKE_RUNTIME_FAIL", "train")
-    result = tao_job(_job(tmp_path))
+    record = _job(tmp_path)
+    with pytest.raises(ProgramJobError):
+        tao_job(record)
+    result = json.loads((Path(record["results_dir"]) / "job.json").read_text())["result"]
     assert result["status"] == "failed" and result["exit_code"] != 0
     assert result["failure"]["kind"] == "program"
