@@ -1,4 +1,4 @@
-"""Wall time and peak memory of the exact chunked k-NN of the mining stage (`core.mining.knn_topk`).
+"""Wall time and peak memory of the exact chunked k-NN of the mining stage (`core.mining_knn.knn_topk`).
 
     python benchmarks/knn_mining.py                                   # 1M pool x 1k targets x 256-d, k=5
     python benchmarks/knn_mining.py --pool-rows 200000 --chunk-rows 65536
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from aoi_pipeline.core.mining import knn_topk
+from aoi_pipeline.core.mining_knn import knn_topk
 
 _MIB = 1024 * 1024
 _BLOCK_ROWS = 4096

@@ -1,4 +1,5 @@
-"""Fixtures for the core tests: run states built in tmp_path and a directory snapshot.
+"""Fixtures for the core tests: run states built in tmp_path, a directory snapshot, a synthetic workspace with SDG
+outputs, and report runs.
 
 The workspace builder (`ws`) is the one every test shares, in tests/conftest.py.
 """
@@ -8,12 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The builders shared by several test modules live beside this file; test modules import them by module name.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from report_run import BEST_MODEL, HOSTILE, Run
+from sdg_workspace import build_sdg_workspace
 
 from aoi_pipeline.core.state import STATE_FILE, StageCommit, commit_stage, init_state
 from aoi_pipeline.errors import StateError
@@ -204,3 +213,61 @@ class StateRun:
 def make_run() -> type[StateRun]:
     """`make_run(tmp_path, max_iterations=..., contract=..., target=...)` starts a run state in tmp_path."""
     return StateRun
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A synthetic workspace with SDG outputs (SDG ingestion, assembly and merge validation)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic workspace with procedural SDG outputs for iterations 1 and 2 (built once, copied per test)."""
+    return build_sdg_workspace(tmp_path_factory.mktemp("template") / "ws")
+
+
+@pytest.fixture
+def workspace(template: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    shutil.copytree(template, root)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Report runs: real states built through init_state + commit_stage (tests/core/report_run.py)
+
+
+@pytest.fixture
+def complete_run(tmp_path: Path) -> Run:
+    """Baseline and two iterations: FAR 20% -> 12% (latest checkpoint wins) -> 4%, the target is met."""
+    run = Run(tmp_path / "complete")
+    run.train("baseline")
+    run.evaluate("baseline", 20.0, threshold=0.5)
+    run.rca("baseline", ["short", "open"])
+    run.until_merge("iter1", mined=35)
+    run.train("iter1")
+    run.evaluate("iter1", 12.0, kind="latest", threshold=0.375)
+    run.rca("iter1", ["open"])
+    run.until_merge("iter2", mined=25)
+    run.train("iter2")
+    run.evaluate("iter2", 4.0, threshold=0.1875)
+    run.stop("metric_met", BEST_MODEL)
+    return run
+
+
+@pytest.fixture
+def failed_run(tmp_path: Path) -> Run:
+    """Baseline evaluated, then iter1's SDG stage fails with a summary that holds markup."""
+    run = Run(tmp_path / "failed")
+    run.train("baseline")
+    run.evaluate("baseline", 20.0)
+    run.rca("baseline", ["short"])
+    run.commit(
+        "iter1",
+        "routing",
+        {
+            "routing_mining_csv": run.file("iter1/routing/mining.csv", "x\n"),
+            "routing_anomalygen_csv": run.file("iter1/routing/sdg.csv", "x\n"),
+        },
+    )
+    run.commit("iter1", "anomalygen", {"job_rc": 3}, status="error", summary=HOSTILE)
+    return run

@@ -1,4 +1,4 @@
-"""Tests of k-NN mining: exact chunked top-k, candidate selection, the run ledger, leak exclusion, mined rows."""
+"""Tests of k-NN mining: candidate selection, leak exclusion, mined rows and the stage's evidence files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aoi_pipeline.core.dataset import read_csv_table, read_dataset_csv, write_dataset_csv
+from aoi_pipeline.core.dataset import read_csv_table, read_dataset_csv
 from aoi_pipeline.core.leakage import CsvInRoot
 from aoi_pipeline.core.mining import (
     ALREADY_MINED,
@@ -18,153 +18,23 @@ from aoi_pipeline.core.mining import (
     EXCLUDED_LEAK,
     KEPT,
     Candidate,
-    MiningLedger,
     MiningRun,
     Selection,
-    knn_topk,
     leak_exclusions,
-    load_embeddings,
     mined_rows,
     pool_dataset_rows,
     pool_keys,
     select,
     write_mining_outputs,
 )
+from aoi_pipeline.core.mining_ledger import MiningLedger
 from aoi_pipeline.core.mining_pool import resolve_mining_pool
 from aoi_pipeline.core.stage_artifacts import STAGE_FIELDS
-from aoi_pipeline.errors import ConfigError, DatasetError, StateError
+from aoi_pipeline.errors import ConfigError, DatasetError
 from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
 
 POOL = "augmentation/mining_pool/mining_pool.csv"
 LIGHT = ("SolderLight",)
-
-
-def brute_force_topk(targets: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The full similarity matrix sorted per row by (similarity desc, pool index asc)."""
-    sims = targets @ pool.T
-    order = np.lexsort((np.broadcast_to(np.arange(pool.shape[0]), sims.shape), -sims), axis=1)[:, :k]
-    return order, np.take_along_axis(sims, order, axis=1)
-
-
-# ------------------------------------------------------------------------------------------------ k-NN
-
-
-@st.composite
-def knn_cases(draw):
-    """Small-integer vectors: every dot product is exact in float32 whatever the summation order, and ties
-    are common, so the chunked result must equal the full-matrix sort bit for bit."""
-    targets, pool, dim = draw(st.integers(0, 5)), draw(st.integers(1, 30)), draw(st.integers(1, 4))
-    values = st.integers(-2, 2)
-    t = draw(st.lists(st.lists(values, min_size=dim, max_size=dim), min_size=targets, max_size=targets))
-    p = draw(st.lists(st.lists(values, min_size=dim, max_size=dim), min_size=pool, max_size=pool))
-    k = draw(st.integers(1, 8))
-    chunk = draw(st.integers(1, pool + 1))
-    as_array = lambda rows: np.array(rows, dtype=np.float32).reshape(len(rows), dim)  # noqa: E731
-    return as_array(t), as_array(p), k, chunk
-
-
-@settings(max_examples=300, deadline=None)
-@given(knn_cases())
-def test_knn_topk_equals_the_brute_force_sort_for_every_chunk_size(case):
-    targets, pool, k, chunk = case
-    indices, sims = knn_topk(targets, pool, k=k, chunk_rows=chunk)
-    expected_indices, expected_sims = brute_force_topk(targets, pool, min(k, pool.shape[0]))
-    assert indices.dtype == np.int64 and sims.dtype == np.float32
-    np.testing.assert_array_equal(indices, expected_indices)
-    np.testing.assert_array_equal(sims, expected_sims)
-
-
-def test_knn_topk_on_unit_vectors_returns_the_true_nearest_neighbours():
-    rng = np.random.default_rng(7)
-    targets = rng.standard_normal((20, 16)).astype(np.float32)
-    pool = rng.standard_normal((500, 16)).astype(np.float32)
-    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
-    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
-    indices, sims = knn_topk(targets, pool, k=5, chunk_rows=64)
-    full = targets.astype(np.float64) @ pool.T.astype(np.float64)
-    np.testing.assert_allclose(sims, np.sort(full, axis=1)[:, ::-1][:, :5], atol=1e-5)
-    np.testing.assert_allclose(np.take_along_axis(full, indices, axis=1), sims, atol=1e-5)
-    assert (np.diff(sims, axis=1) <= 0).all()
-
-
-def test_identical_pool_vectors_go_to_the_lowest_pool_indices():
-    targets = np.array([[1.0, 0.0]], dtype=np.float32)
-    pool = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (10, 1))
-    pool[2] = [0.0, 1.0]
-    indices, sims = knn_topk(targets, pool, k=3, chunk_rows=4)
-    assert indices.tolist() == [[0, 1, 3]]
-    assert sims.tolist() == [[1.0, 1.0, 1.0]]
-
-
-def test_k_larger_than_the_pool_returns_every_pool_row():
-    indices, _ = knn_topk(np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32)[::-1], k=5, chunk_rows=1)
-    assert indices.tolist() == [[1, 0], [0, 1]]
-
-
-def test_knn_topk_refuses_mismatched_dimensions_and_non_finite_vectors():
-    with pytest.raises(DatasetError, match="dim 3 but pool embeddings dim 2"):
-        knn_topk(np.ones((1, 3), np.float32), np.ones((4, 2), np.float32), k=1)
-    pool = np.ones((4, 2), np.float32)
-    pool[3, 1] = np.nan
-    with pytest.raises(DatasetError) as excinfo:
-        knn_topk(np.ones((1, 2), np.float32), pool, k=1, chunk_rows=2)
-    assert excinfo.value.problems[0].where == "pool embeddings: vector 3"
-
-
-# ------------------------------------------------------------------------------------------ embeddings
-
-
-def write_embeddings(folder: Path, vectors: np.ndarray, rows: list[dict[str, str]]) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "embeddings.npy", vectors)
-    indexed = [{"row_index": str(i), **row} for i, row in enumerate(rows)]
-    columns = ["row_index", *rows[0]] if rows else ["row_index"]
-    write_dataset_csv(folder / "embeddings_index.csv", columns, indexed)
-    return folder / "embeddings.npy", folder / "embeddings_index.csv"
-
-
-def sample_rows(count: int) -> list[dict[str, str]]:
-    return [
-        {"input_path": f"b{i}/test", "golden_path": f"b{i}/golden", "label": "PASS", "object_name": "T00"}
-        for i in range(count)
-    ]
-
-
-def test_load_embeddings_re_normalises_and_keeps_the_csv_rows(tmp_path):
-    vectors = np.array([[3.0, 4.0], [0.0, -2.0], [1.0, 1.0]], dtype=np.float64)
-    npy, index = write_embeddings(tmp_path, vectors, sample_rows(3))
-    embeddings = load_embeddings(npy, index, expect_rows=sample_rows(3))
-    assert embeddings.vectors.dtype == np.float32 and embeddings.dim == 2 and len(embeddings) == 3
-    s = 1 / np.sqrt(2)
-    np.testing.assert_allclose(embeddings.vectors, [[0.6, 0.8], [0.0, -1.0], [s, s]], rtol=1e-6)
-    assert embeddings.rows[1] == sample_rows(3)[1]
-    assert embeddings.columns == ("input_path", "golden_path", "label", "object_name")
-
-
-def test_load_embeddings_names_the_file_and_vector_holding_nan(tmp_path):
-    vectors = np.ones((3, 4), dtype=np.float32)
-    vectors[2, 1] = np.nan
-    npy, index = write_embeddings(tmp_path, vectors, sample_rows(3))
-    with pytest.raises(DatasetError) as excinfo:
-        load_embeddings(npy, index)
-    assert excinfo.value.problems[0].where == f"{npy}: vector 2 (row_index 2)"
-    assert "NaN" in excinfo.value.problems[0].what
-
-
-def test_load_embeddings_refuses_a_row_count_mismatch(tmp_path):
-    npy, index = write_embeddings(tmp_path, np.ones((3, 4), dtype=np.float32), sample_rows(2))
-    with pytest.raises(DatasetError, match=r"has 2 data rows but .* holds 3 vectors"):
-        load_embeddings(npy, index)
-
-
-def test_load_embeddings_refuses_rows_of_another_csv_or_order(tmp_path):
-    npy, index = write_embeddings(tmp_path, np.ones((3, 4), dtype=np.float32), sample_rows(3))
-    with pytest.raises(DatasetError, match="input_path is 'b0/test', expected 'b1/test'"):
-        load_embeddings(npy, index, expect_rows=list(reversed(sample_rows(3)))[1:] + sample_rows(1))
-    text = index.read_text().replace("\n0,", "\n7,", 1)
-    index.write_text(text)
-    with pytest.raises(DatasetError, match="is '7', expected 0"):
-        load_embeddings(npy, index)
 
 
 # ------------------------------------------------------------------------------------------- selection
@@ -273,81 +143,6 @@ def test_select_refuses_a_threshold_outside_the_cosine_range():
             history=set(),
             pool_keys=KEYS,
         )
-
-
-# ---------------------------------------------------------------------------------------------- ledger
-
-
-def test_the_ledger_keeps_an_earlier_iteration_s_picks_out_of_the_next(tmp_path):
-    ledger = MiningLedger(tmp_path / "mining_history.json")
-    assert ledger.mined_keys() == set()
-    ledger.record(1, [KEYS[0], KEYS[1]], summary={"selected_count": 2})
-    indices = np.array([[0, 1, 2]])
-    sims = np.ones((1, 3), dtype=np.float32)
-    selection = select(
-        indices, sims, min_similarity=0.9, excluded_pool_indices=set(), history=ledger.mined_keys(), pool_keys=KEYS
-    )
-    assert [c.pool_index for c in selection.kept] == [2]
-    assert selection.already_mined == 2
-    ledger.record(2, [KEYS[2]], summary={})
-    assert ledger.mined_keys() == {KEYS[0], KEYS[1], KEYS[2]}
-    assert ledger.mined_keys(before_iteration=2) == {KEYS[0], KEYS[1]}
-    data = json.loads(ledger.path.read_text())
-    assert data["cumulative_unique_count"] == 3
-    assert [entry["iteration"] for entry in data["iterations"]] == [1, 2]
-
-
-def test_a_skipped_iteration_or_a_gap_does_not_break_later_iterations(tmp_path):
-    skipped = MiningLedger(tmp_path / "a.json")
-    skipped.record(1, [KEYS[0]], summary={})
-    skipped.record(2, [], skipped=True, summary={"reason": "no routed mining rows"})
-    skipped.record(3, [KEYS[1]], summary={})
-    assert [(e["iteration"], e["skipped"]) for e in skipped.entries()] == [(1, False), (2, True), (3, False)]
-    gap = MiningLedger(tmp_path / "b.json")
-    gap.record(3, [KEYS[1]], summary={})  # iterations 1 and 2 never mined and were never recorded
-    assert gap.mined_keys() == {KEYS[1]}
-
-
-def test_re_recording_the_same_iteration_is_a_no_op(tmp_path):
-    ledger = MiningLedger(tmp_path / "mining_history.json")
-    ledger.record(1, [KEYS[0], KEYS[1]], summary={"took_s": 1.0})
-    before = ledger.path.read_bytes()
-    ledger.record(1, [KEYS[1], KEYS[0].replace("/", "\\")], summary={"took_s": 2.0})
-    assert ledger.path.read_bytes() == before
-    # A resumed stage selects against the history before its own iteration, so it selects the same rows.
-    assert ledger.mined_keys(before_iteration=1) == set()
-
-
-def test_conflicting_or_repeated_selections_raise_and_leave_the_ledger_unchanged(tmp_path):
-    ledger = MiningLedger(tmp_path / "mining_history.json")
-    ledger.record(1, [KEYS[0]], summary={})
-    ledger.record(3, [KEYS[1]], summary={})
-    before = ledger.path.read_bytes()
-    with pytest.raises(StateError, match="already recorded with 1 files"):
-        ledger.record(3, [KEYS[2]], summary={})
-    with pytest.raises(StateError, match="already mined in iteration 1"):
-        ledger.record(4, [KEYS[3], KEYS[0]], summary={})
-    with pytest.raises(StateError, match="comes after iteration 3"):
-        ledger.record(2, [KEYS[5]], summary={})
-    with pytest.raises(StateError, match="marked skipped"):
-        ledger.record(4, [KEYS[4]], skipped=True, summary={})
-    with pytest.raises(StateError, match="more than once"):
-        ledger.record(4, [KEYS[4], KEYS[4]], summary={})
-    assert ledger.path.read_bytes() == before
-
-
-def test_a_tampered_ledger_is_a_state_error(tmp_path):
-    ledger = MiningLedger(tmp_path / "mining_history.json")
-    ledger.record(1, [KEYS[0]], summary={})
-    data = json.loads(ledger.path.read_text())
-    data["iterations"].append({**data["iterations"][0], "iteration": 2})
-    data["cumulative_unique_count"] = 2
-    ledger.path.write_text(json.dumps(data))
-    with pytest.raises(StateError, match="already selected by iteration 1"):
-        ledger.mined_keys()
-    ledger.path.write_text("{not json")
-    with pytest.raises(StateError, match="not a readable JSON ledger"):
-        ledger.mined_keys()
 
 
 # --------------------------------------------------------------------------------------------- leakage

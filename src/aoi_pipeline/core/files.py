@@ -1,4 +1,4 @@
-"""Crash-safe file writes and file hashing for everything the pipeline records on disk.
+"""Crash-safe file writes, file hashing and absolute paths for everything the pipeline records on disk.
 
 A run directory is only trustworthy if every file in it is either the old version or the new one, never a
 half-written mix: a state file torn by a power cut or a killed worker would strand the run. Every writer here
@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 _NEW_FILE_MODE = 0o666  # the process umask narrows it, as for any file `open(..., "w")` creates
+
+
+def absolute_path(path: Path | str) -> Path:
+    """`path` with `~` expanded, made absolute against the working directory; symlinks are kept, not resolved."""
+    return Path(os.path.abspath(Path(path).expanduser()))
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

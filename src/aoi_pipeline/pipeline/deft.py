@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.core import assembly, mining, rca, routing
+from aoi_pipeline.core import assembly, merge_validation, mining, mining_knn, mining_ledger, rca, routing, sdg_ingest
 from aoi_pipeline.core.dataset import DatasetCsv, read_dataset_csv, write_dataset_csv
 from aoi_pipeline.core.leakage import CsvInRoot
 from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
@@ -218,10 +218,10 @@ def _embed_targets_and_pool(
         csv_path = _vcn_targets(rows, out / f"{side}.csv")
         name = f"{label}-embed-{side}"
         logs[side] = _embed(ctx, name=name, csv_path=csv_path, images_dir=images, out=out / folder, best=best)
-    target_vectors = mining.load_embeddings(
+    target_vectors = mining_knn.load_embeddings(
         out / "target_embeddings" / "embeddings.npy", out / "target_embeddings" / "embeddings_index.csv"
     )
-    pool_vectors = mining.load_embeddings(
+    pool_vectors = mining_knn.load_embeddings(
         out / "source_embeddings" / "embeddings.npy",
         out / "source_embeddings" / "embeddings_index.csv",
         expect_rows=pool_rows,
@@ -230,7 +230,7 @@ def _embed_targets_and_pool(
 
 
 def _select_mined(
-    ctx: RunContext, pool: ResolvedPool, indices: Any, sims: Any, ledger: mining.MiningLedger, number: int
+    ctx: RunContext, pool: ResolvedPool, indices: Any, sims: Any, ledger: mining_ledger.MiningLedger, number: int
 ) -> Any:
     """The k-NN candidates kept: similar enough, never leaking into validation/KPI, never mined before."""
     images = ctx.workspace.images_dir
@@ -261,7 +261,7 @@ def run_mining(ctx: RunContext, label: str) -> dict:
     started = time.monotonic()
     targets = _read_rows(_entry(ctx, label).artifact("routing_mining_csv"))
     number = iteration_number(label)
-    ledger = mining.MiningLedger(ctx.layout.root / "mining_history.json")
+    ledger = mining_ledger.MiningLedger(ctx.layout.root / "mining_history.json")
     if not targets:
         ledger.record(number, [], skipped=True, summary={"reason": "zero routed rows"})
         return _skip(ctx, label, Stage.DATA_MINING, started, "Mining skipped: zero routed rows")
@@ -272,7 +272,7 @@ def run_mining(ctx: RunContext, label: str) -> dict:
     timings = {"embed": time.monotonic() - clock}
     clock = time.monotonic()
     k = ctx.deft.top_k_per_target
-    indices, sims = mining.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
+    indices, sims = mining_knn.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
     timings["knn"] = time.monotonic() - clock
     selection = _select_mined(ctx, pool, indices, sims, ledger, number)
     rows = mining.mined_rows(pool, selection)
@@ -323,7 +323,7 @@ def _added_rows(
     number = iteration_number(label)
     sdg_rows: Sequence[Mapping[str, str]] = ()
     if not entry.anomalygen_skipped:
-        ingest = assembly.ingest_sdg(
+        ingest = sdg_ingest.ingest_sdg(
             entry.artifact("anomalygen_sdg_csv").parent,
             workspace_root=ctx.workspace.root,
             dataset_images_dir=dataset_dir / "images",
@@ -367,7 +367,7 @@ def run_merge(ctx: RunContext, label: str) -> dict:
     assembly.write_assembly(merged, combined_csv=combined, provenance_csv=provenance)
     report = dataset_dir / "merge_validation.json"
     images = ctx.workspace.images_dir
-    assembly.validate_merge(
+    merge_validation.validate_merge(
         combined,
         workspace_root=ctx.workspace.root,
         validation=CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
