@@ -182,9 +182,15 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def running_job_containers() -> list[str]:
-    """Ids of the containers Prefect's Docker worker started that still exist (should be none after a run)."""
-    done = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", "label=io.prefect.version"], capture_output=True, text=True, timeout=60
-    )
-    return done.stdout.split() if done.returncode == 0 else []
+def running_job_containers(settle_s: float = 30.0) -> list[str]:
+    """Ids of the containers Prefect's Docker worker started that still exist after up to `settle_s` (a
+    child run is Completed a moment before its container is removed); none are expected after a run."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        done = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", "label=io.prefect.version"], capture_output=True, text=True, timeout=60
+        )
+        left = done.stdout.split() if done.returncode == 0 else []
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
