@@ -1,4 +1,4 @@
-# Developer and CI entry points. `make setup` builds .venv from scratch; `make test` runs every check CI runs.
+# Developer and CI entry points. `make setup` builds .venv from scratch; `make test` runs every check CI runs, services included.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,7 +23,9 @@ lint:
 unit:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: setup lint unit
+# Every test: starts PostgreSQL, Slurm, Ceph S3 and dockerd (root, Debian packages), then lint and the suites.
+test: setup
+	bash .ci/test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -3,10 +3,13 @@
 - `aoi-registry` (prefect-docker `DockerRegistryCredentials`): the registry the job images are pulled from.
   `aoi-pipeline pools setup` makes the Docker pool's base job template refer to it when it exists.
 - `ngc-api-key` (`Secret`): the NGC API key. A `tao-job` run hands it to its job as NGC_API_KEY.
+- the deliverables bucket (prefect-aws `S3Bucket`, default `aoi-deliverables`, with its `AwsCredentials`):
+  where a finished run publishes its deliverable (`publish.bucket_block`; keys in
+  `aoi_pipeline.pipeline.publish_blocks`).
 
 Sources, by key (environment variable, or the same key in a YAML file given to `aoi-pipeline blocks register
---file`): AOI_REGISTRY_URL, AOI_REGISTRY_USERNAME, AOI_REGISTRY_PASSWORD, NGC_API_KEY. A value is stored
-only in the block (Prefect encrypts block data); nothing here prints, logs or returns one.
+--file`): AOI_REGISTRY_URL, AOI_REGISTRY_USERNAME, AOI_REGISTRY_PASSWORD, NGC_API_KEY, and the S3 keys. A value
+is stored only in the block (Prefect encrypts block data); nothing here prints, logs or returns one.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aoi_pipeline.pipeline.publish_blocks import S3_SOURCE_KEYS, missing_s3_keys, register_s3_blocks
+
 REGISTRY_BLOCK = "aoi-registry"
 REGISTRY_KEYS = ("AOI_REGISTRY_URL", "AOI_REGISTRY_USERNAME", "AOI_REGISTRY_PASSWORD")
 # Environment variable of a job -> the Secret block holding its value.
 SECRET_BLOCKS: dict[str, str] = {"NGC_API_KEY": "ngc-api-key"}
-SOURCE_KEYS = (*REGISTRY_KEYS, *SECRET_BLOCKS)
+SOURCE_KEYS = (*REGISTRY_KEYS, *SECRET_BLOCKS, *S3_SOURCE_KEYS)
 
 
 def secret_block_name(env_name: str) -> str:
@@ -45,13 +50,18 @@ def register(source: Mapping[str, str]) -> list[str]:
         if source.get(env_name):
             Secret(value=source[env_name]).save(block, overwrite=True)
             saved.append(block)
-    return saved
+    return saved + register_s3_blocks(source)
 
 
-def missing_registry_keys(source: Mapping[str, str]) -> list[str]:
-    """The registry keys a partial registry configuration lacks (empty when all or none are given)."""
+def missing_keys(source: Mapping[str, str]) -> dict[str, list[str]]:
+    """What a partial configuration lacks, by block group (registry: all three keys or none; S3: a bucket
+    for the other keys and both halves of the key pair); empty when nothing is missing."""
     given = [key for key in REGISTRY_KEYS if source.get(key)]
-    return [key for key in REGISTRY_KEYS if not source.get(key)] if given else []
+    missing = {
+        "registry credentials": [key for key in REGISTRY_KEYS if not source.get(key)] if given else [],
+        "S3 deliverables bucket": missing_s3_keys(source),
+    }
+    return {group: keys for group, keys in missing.items() if keys}
 
 
 def secret_env(env_names: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:

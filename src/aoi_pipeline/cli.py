@@ -192,9 +192,11 @@ def _blocks_register(args: argparse.Namespace) -> int:
                 f"{args.file} keys {', '.join(unknown)}", "are not block settings", f"use {blocks.SOURCE_KEYS}"
             )
         source.update({str(key): str(value) for key, value in data.items() if value})
-    if missing := blocks.missing_registry_keys(source):
+    if missing := blocks.missing_keys(source):
         raise AoiPipelineError.at(
-            "registry credentials", f"{', '.join(missing)} not given", "give all three registry keys, or none"
+            " and ".join(missing),
+            "; ".join(f"{', '.join(keys)} not given" for keys in missing.values()),
+            "give the missing keys, or none of that group's keys",
         )
     _connect()
     saved = blocks.register(source)
