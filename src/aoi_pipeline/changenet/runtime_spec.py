@@ -398,25 +398,7 @@ def reference_problems(spec: Mapping[str, Any], action: str, *, where: str) -> l
                 "set dataset.classify.num_classes=2",
             )
         )
-    input_map = get("dataset.classify.input_map")
-    num_input = get("dataset.classify.num_input")
-    if not isinstance(input_map, Mapping) or not input_map:
-        problems.append(
-            Problem(
-                f"{where}: dataset.classify.input_map",
-                f"input_map must map light names to channel indices, got {input_map!r}",
-                "write e.g. input_map: {SolderLight: 0}",
-            )
-        )
-    elif len(input_map) != num_input:
-        problems.append(
-            Problem(
-                f"{where}: dataset.classify.num_input",
-                f"num_input is {num_input!r} but input_map names {len(input_map)} light(s): "
-                f"{', '.join(map(str, input_map))}",
-                f"set dataset.classify.num_input={len(input_map)} or list every light in input_map",
-            )
-        )
+    problems += _input_map_problems(get("dataset.classify.input_map"), get("dataset.classify.num_input"), where)
     for size_key in ("dataset.classify.image_width", "dataset.classify.image_height"):
         size = get(size_key)
         if isinstance(size, int) and size < 16:
@@ -442,6 +424,28 @@ def reference_problems(spec: Mapping[str, Any], action: str, *, where: str) -> l
     except SpecError as error:
         problems += [Problem(f"{where}: {p.where}", p.what, p.fix) for p in error.problems]
     return problems
+
+
+def _input_map_problems(input_map: Any, num_input: Any, where: str) -> list[Problem]:
+    """The lights of `input_map` and `num_input` must agree."""
+    if not isinstance(input_map, Mapping) or not input_map:
+        return [
+            Problem(
+                f"{where}: dataset.classify.input_map",
+                f"input_map must map light names to channel indices, got {input_map!r}",
+                "write e.g. input_map: {SolderLight: 0}",
+            )
+        ]
+    elif len(input_map) != num_input:
+        return [
+            Problem(
+                f"{where}: dataset.classify.num_input",
+                f"num_input is {num_input!r} but input_map names {len(input_map)} light(s): "
+                f"{', '.join(map(str, input_map))}",
+                f"set dataset.classify.num_input={len(input_map)} or list every light in input_map",
+            )
+        ]
+    return []
 
 
 def _dataset_keys(action: str) -> list[str]:

@@ -168,6 +168,29 @@ def parse_sdg_spec(spec: Mapping[str, Any], *, spec_path: Path) -> SdgSpec:
     for key in REQUIRED_KEYS:
         if values.get(key) in (None, ""):
             problems.append(Problem(f"{where}: sdg.{key}", "is missing", _REQUIRED_FIX[key]))
+    paths = _paths(values, base, where, problems)
+    allocation = _allocation(values.get("allocation"), where, problems)
+    light, texture, seed = values["light"], values["texture"], values["seed"]
+    _check_names(light, texture, where, problems)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(Problem(f"{where}: sdg.seed", f"{seed!r} is not an integer >= 0", "e.g. seed: 42"))
+    image_ext = _image_ext(values["image_ext"], where, problems)
+    if problems:
+        raise SpecError(problems, summary=f"the SDG spec {where} is invalid")
+    return SdgSpec(
+        pairs_csv=paths["pairs_csv"],
+        images_dir=paths["images_dir"],
+        allocation=allocation,
+        results_dir=paths["results_dir"],
+        light=light,
+        image_ext=image_ext,
+        seed=seed,
+        texture=texture,
+    )
+
+
+def _paths(values: Mapping[str, Any], base: Path, where: str, problems: list[Problem]) -> dict[str, Path]:
+    """The spec's paths resolved against the spec file's folder; a value that is not a path is a problem."""
     paths = {}
     for key in ("pairs_csv", "images_dir", "results_dir"):
         value = values.get(key)
@@ -177,8 +200,11 @@ def parse_sdg_spec(spec: Mapping[str, Any], *, spec_path: Path) -> SdgSpec:
             problems.append(Problem(f"{where}: sdg.{key}", f"{value!r} is not a path", _REQUIRED_FIX[key]))
             continue
         paths[key] = (base / Path(value).expanduser()).resolve()
-    allocation = _allocation(values.get("allocation"), where, problems)
-    light, texture, seed = values["light"], values["texture"], values["seed"]
+    return paths
+
+
+def _check_names(light: Any, texture: Any, where: str, problems: list[Problem]) -> None:
+    """The light and texture become parts of file names: refuse what cannot be one."""
     if not isinstance(light, str) or not _LIGHT.fullmatch(light):
         problems.append(
             Problem(
@@ -195,21 +221,6 @@ def parse_sdg_spec(spec: Mapping[str, Any], *, spec_path: Path) -> SdgSpec:
                 "use letters, digits, '-' or '_' only, e.g. PCB",
             )
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        problems.append(Problem(f"{where}: sdg.seed", f"{seed!r} is not an integer >= 0", "e.g. seed: 42"))
-    image_ext = _image_ext(values["image_ext"], where, problems)
-    if problems:
-        raise SpecError(problems, summary=f"the SDG spec {where} is invalid")
-    return SdgSpec(
-        pairs_csv=paths["pairs_csv"],
-        images_dir=paths["images_dir"],
-        allocation=allocation,
-        results_dir=paths["results_dir"],
-        light=light,
-        image_ext=image_ext,
-        seed=seed,
-        texture=texture,
-    )
 
 
 _REQUIRED_FIX = {

@@ -425,75 +425,14 @@ class _Trainer:
             color=train.layout.color,
             compiled=_compile_mode(spec.value("reference.compile")),
         )
-        parameters = sum(p.numel() for p in model.parameters())
-        atomic_write_json(
-            job.results_dir / MODEL_CARD,
-            {
-                "runtime": "reference",
-                "description": describe_network(model.config, parameters),
-                "parameters": parameters,
-                "model_config": model.config.to_dict(),
-            },
-        )
-        log.info(
-            "training %s (%d parameters) for epochs %d..%d, batch %d, %s, %d CPU thread(s)",
-            model.config,
-            parameters,
-            job.start_epoch,
-            self.num_epochs - 1,
-            self.batch_size,
-            f"autocast {amp}" if amp else "fp32",
-            self.threads,
-        )
-        base_lr = float(spec.value("train.optim.lr"))
-        policy = spec.value("train.optim.policy")
-        fpratio = float(spec.value("dataset.classify.fpratio_sampling"))
-        batch = min(self.batch_size, len(train))
+        self._describe(model, amp)
         steps_started = self.global_step
         latest = job.results_dir / LATEST_NAME
         for epoch in range(job.start_epoch, self.num_epochs):
             started = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = base_lr * lr_factor(policy, epoch, self.num_epochs)
-            generator = torch.Generator(device=self.device).manual_seed(self.seed * 1009 + epoch)
-            order = epoch_order(train.labels, fpratio, batch, generator)
-            loss_sum = torch.zeros((), device=self.device)
-            steps = order.numel() // batch
-            model.train()
-            for index in range(steps):
-                rows = order[index * batch : (index + 1) * batch]
-                loss_sum += step(train.pairs[rows], train.labels[rows], generator)
-                self.global_step += 1
-                if self.checkpoint_unit == "step" and self.global_step % self.checkpoint_interval == 0:
-                    self._save_periodic(model, optimizer, epoch, complete=False)
-            train_loss = float(loss_sum.item()) / max(1, steps)
-            if not math.isfinite(train_loss):
-                raise RuntimeJobError.at(
-                    f"epoch {epoch} (0-based), step {self.global_step}",
-                    f"the training loss is {train_loss}: training diverged",
-                    "lower train.optim.lr (e.g. by 10x) or train.classify.cls_weight[1], then train again",
-                )
-            elapsed = time.perf_counter() - started
+            train_loss, steps = self._train_epoch(model, optimizer, step, train, epoch)
+            self._report_epoch(epoch, train_loss, steps, time.perf_counter() - started)
             done = epoch + 1
-            # Status epochs use the checkpoint files' 0-based numbering, so a validation's epoch names the
-            # model_epoch_<EEE> file that holds its weights.
-            status.write(
-                RUNNING,
-                "Training loop in progress",
-                epoch=epoch,
-                max_epoch=self.num_epochs - 1,
-                time_per_epoch=duration(elapsed),
-                eta=duration(elapsed * (self.num_epochs - done)),
-                kpi={"train_loss": train_loss},
-            )
-            log.info(
-                "epoch %d/%d: train_loss %.4f, %d steps, %.2f s",
-                done,
-                self.num_epochs,
-                train_loss,
-                steps,
-                elapsed,
-            )
             if done % self.validation_interval == 0:
                 self._validate(model, validation, normaliser, weights, amp, epoch, optimizer)
             if self.checkpoint_unit != "step" and done % self.checkpoint_interval == 0:
@@ -508,6 +447,76 @@ class _Trainer:
             kpi=self.kpi,
             steps=self.global_step - steps_started,
         )
+
+    def _describe(self, model: ChangeNetClassifier, amp: torch.dtype | None) -> None:
+        """Write the model card beside the checkpoints and log what is trained, and how."""
+        parameters = sum(p.numel() for p in model.parameters())
+        atomic_write_json(
+            self.job.results_dir / MODEL_CARD,
+            {
+                "runtime": "reference",
+                "description": describe_network(model.config, parameters),
+                "parameters": parameters,
+                "model_config": model.config.to_dict(),
+            },
+        )
+        log.info(
+            "training %s (%d parameters) for epochs %d..%d, batch %d, %s, %d CPU thread(s)",
+            model.config,
+            parameters,
+            self.job.start_epoch,
+            self.num_epochs - 1,
+            self.batch_size,
+            f"autocast {amp}" if amp else "fp32",
+            self.threads,
+        )
+
+    def _train_epoch(
+        self,
+        model: ChangeNetClassifier,
+        optimizer: torch.optim.Optimizer,
+        step: TrainStep,
+        train: PairCache,
+        epoch: int,
+    ) -> tuple[float, int]:
+        """One epoch of optimisation steps; returns the mean training loss and the number of steps."""
+        base_lr, policy = float(self.spec.value("train.optim.lr")), self.spec.value("train.optim.policy")
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * lr_factor(policy, epoch, self.num_epochs)
+        batch = min(self.batch_size, len(train))
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 1009 + epoch)
+        fpratio = float(self.spec.value("dataset.classify.fpratio_sampling"))
+        order = epoch_order(train.labels, fpratio, batch, generator)
+        loss_sum = torch.zeros((), device=self.device)
+        steps = order.numel() // batch
+        model.train()
+        for index in range(steps):
+            rows = order[index * batch : (index + 1) * batch]
+            loss_sum += step(train.pairs[rows], train.labels[rows], generator)
+            self.global_step += 1
+            if self.checkpoint_unit == "step" and self.global_step % self.checkpoint_interval == 0:
+                self._save_periodic(model, optimizer, epoch, complete=False)
+        train_loss = float(loss_sum.item()) / max(1, steps)
+        if not math.isfinite(train_loss):
+            raise RuntimeJobError.at(
+                f"epoch {epoch} (0-based), step {self.global_step}",
+                f"the training loss is {train_loss}: training diverged",
+                "lower train.optim.lr (e.g. by 10x) or train.classify.cls_weight[1], then train again",
+            )
+        return train_loss, steps
+
+    def _report_epoch(self, epoch: int, loss: float, steps: int, elapsed: float) -> None:
+        # 0-based epochs like the checkpoint files, so a validation's epoch names its model_epoch_<EEE> file.
+        self.status.write(
+            RUNNING,
+            "Training loop in progress",
+            epoch=epoch,
+            max_epoch=self.num_epochs - 1,
+            time_per_epoch=duration(elapsed),
+            eta=duration(elapsed * (self.num_epochs - epoch - 1)),
+            kpi={"train_loss": loss},
+        )
+        log.info("epoch %d/%d: train_loss %.4f, %d steps, %.2f s", epoch + 1, self.num_epochs, loss, steps, elapsed)
 
     def _validate(
         self,
