@@ -176,11 +176,10 @@ def _pools_setup(args: argparse.Namespace) -> int:
 
 
 def _blocks_register(args: argparse.Namespace) -> int:
-    import importlib
-
     import yaml
 
-    blocks = importlib.import_module("blocks")
+    import blocks
+
     source: dict[str, str] = {key: os.environ[key] for key in blocks.SOURCE_KEYS if os.environ.get(key)}
     if args.file is not None:
         data = yaml.safe_load(args.file.read_text(encoding="utf-8"))

@@ -9,7 +9,6 @@ no worker of the pool is online. It returns what it did, in words, so the comman
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import os
@@ -56,7 +55,8 @@ def project_root() -> Path:
 
 def base_job_template(platform: str, root: Path) -> dict[str, Any]:
     """The platform's base job template from deployments/, wired to the registry block when one exists."""
-    registry_credentials_ref = importlib.import_module("blocks").registry_credentials_ref
+    from blocks import registry_credentials_ref
+
     template = json.loads((root / "deployments" / platform / "base-job-template.json").read_text(encoding="utf-8"))
     if platform == "docker" and (reference := registry_credentials_ref()) is not None:
         template["variables"]["properties"]["registry_credentials"]["default"] = reference
