@@ -1,0 +1,34 @@
+"""The run context's job defaults: GPUs per job, image, runtime and timeout."""
+
+from __future__ import annotations
+
+import pytest
+from run_support import (
+    make_config,
+    make_context,
+)
+
+from aoi_pipeline.pipeline.context import JobDefaults
+from aoi_pipeline.pipeline.layout import RunLayout
+
+
+@pytest.mark.parametrize(
+    ("gpus", "per_job", "visible", "expected"),
+    [
+        ("auto", 2, 0, 0),
+        ("auto", 2, 4, 2),
+        ("auto", 1, 1, 1),
+        (0, 1, 4, 0),
+        (0, 3, 0, 0),
+        (4, 2, 4, 2),
+    ],
+)
+def test_the_gpus_of_each_job(workspace, gpus, per_job, visible, expected):
+    config = make_config(workspace, gpus=gpus, gpus_per_job=per_job)
+    assert JobDefaults.from_config(config, visible_gpus=visible).gpus == expected
+
+
+def test_the_job_defaults_carry_the_image_runtime_and_timeout(workspace):
+    context = make_context(workspace, RunLayout(workspace.root / "run"), job_timeout_minutes=1.5, runtime="tao")
+    assert context.jobs == JobDefaults(image="registry.example/tao:pyt", runtime="tao", gpus=0, timeout_s=90.0)
+    assert make_context(workspace, RunLayout(workspace.root / "run")).jobs.timeout_s is None
