@@ -19,6 +19,7 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 unit:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from aoi_pipeline.pipeline.publish_blocks import S3_SOURCE_KEYS, missing_s3_keys, register_s3_blocks
 
@@ -48,7 +48,8 @@ def register(source: Mapping[str, str]) -> list[str]:
         saved.append(REGISTRY_BLOCK)
     for env_name, block in SECRET_BLOCKS.items():
         if source.get(env_name):
-            Secret(value=source[env_name]).save(block, overwrite=True)
+            # pydantic turns the text into a SecretStr; Prefect's Secret[T] signature leaves T unsolved here.
+            Secret(value=source[env_name]).save(block, overwrite=True)  # type: ignore[arg-type]
             saved.append(block)
     return saved + register_s3_blocks(source)
 
@@ -75,7 +76,9 @@ def secret_env(env_names: Iterable[str], environ: Mapping[str, str]) -> dict[str
         if name in environ:
             continue
         try:
-            values[name] = str(Secret.load(secret_block_name(name)).get())
+            # Called from synchronous code, Block.load returns the block itself, not a coroutine.
+            secret = cast("Secret[Any]", Secret.load(secret_block_name(name)))
+            values[name] = str(secret.get())
         except ValueError:  # no such block
             continue
     return values

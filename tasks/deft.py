@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from typing import cast
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -35,11 +37,15 @@ def refresh_report(ctx: RunContext) -> None:
         get_run_logger().warning("report not refreshed: %s", error)
 
 
-def start_progress(max_iterations: int) -> object:
-    return create_progress_artifact(0.0, key="deft-progress", description=f"DEFT loop: 0/{max_iterations} iterations")
+def start_progress(max_iterations: int) -> UUID:
+    # Called from synchronous code, create_progress_artifact returns the id itself, not a coroutine.
+    return cast(
+        UUID,
+        create_progress_artifact(0.0, key="deft-progress", description=f"DEFT loop: 0/{max_iterations} iterations"),
+    )
 
 
-def update_progress(artifact_id: object, done: int, max_iterations: int) -> None:
+def update_progress(artifact_id: UUID, done: int, max_iterations: int) -> None:
     share = 100.0 if max_iterations == 0 else min(100.0, 100.0 * done / max_iterations)
     update_progress_artifact(artifact_id, share, description=f"DEFT loop: {done}/{max_iterations} iterations")
 

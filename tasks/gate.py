@@ -7,8 +7,10 @@ plan hash is prefilled and checked, so a decision applies to exactly the plan th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 from prefect import get_run_logger
-from prefect.context import get_run_context
+from prefect.context import FlowRunContext, get_run_context
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.input.actions import read_flow_run_input
@@ -20,6 +22,9 @@ from aoi_pipeline.approval import (
     record_from_preapproval,
 )
 
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
 GATE_KEY = "plan-approval"
 
 
@@ -27,9 +32,11 @@ class ApprovalInput(RunInput, ApprovalForm):
     """The approval form as Prefect renders it in the UI."""
 
 
-def _stored_answer() -> dict | None:
-    flow_run = get_run_context().flow_run
-    return read_flow_run_input(f"paused-{GATE_KEY}-response", flow_run_id=flow_run.id)
+def _stored_answer() -> dict[str, Any] | None:
+    # The gate runs in the flow itself, so the context is a flow run's, and it carries that flow run.
+    flow_run = cast("FlowRun", cast(FlowRunContext, get_run_context()).flow_run)
+    # Called from synchronous code, read_flow_run_input returns the stored value, not a coroutine.
+    return cast("dict[str, Any] | None", read_flow_run_input(f"paused-{GATE_KEY}-response", flow_run_id=flow_run.id))
 
 
 def approval_gate(

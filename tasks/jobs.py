@@ -108,7 +108,7 @@ def _task_log(message: str) -> None:
     get_run_logger().info(message)
 
 
-def stop_local_jobs(*_: Any) -> None:
+def stop_local_jobs(*_: Any, **__: Any) -> None:
     """Flow hook (crash): stop every local job this process still runs (Prefect alone would leave them
     running). Child runs on a work pool go on: a rerun re-attaches to them."""
     CANCEL_ALL.set()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from aoi_pipeline.errors import AoiPipelineError
@@ -40,7 +40,7 @@ class RunInfo:
         return self.state_type == "PAUSED"
 
 
-def _in_thread(factory: Callable[[], Awaitable[T]]) -> T:
+def _in_thread(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to completion, also from inside a running event loop (Jupyter)."""
     # The caller's context (Prefect settings, e.g. a test harness's API URL) travels into the thread.
     context = contextvars.copy_context()
@@ -76,7 +76,8 @@ async def _runs(limit: int, paused_only: bool) -> list[RunInfo]:
         RunInfo(
             id=run.id,
             name=run.name,
-            state=run.state.name if run.state else "unknown",
+            # A State's validator names it after its type, so a stored state always has a name.
+            state=cast(str, run.state.name) if run.state else "unknown",
             state_type=run.state.type.value if run.state else "UNKNOWN",
             started=run.start_time,
             ui_url=f"{ui}/runs/flow-run/{run.id}" if ui else None,
@@ -121,7 +122,8 @@ async def _waiting_plan_hash(run_id: UUID) -> str:
 async def _resume(run_id: UUID, run_input: dict[str, Any]) -> None:
     from prefect.flow_runs import resume_flow_run
 
-    await resume_flow_run(run_id, run_input=run_input)
+    # Called from a coroutine, resume_flow_run returns its coroutine.
+    await cast("Coroutine[Any, Any, None]", resume_flow_run(run_id, run_input=run_input))
 
 
 def decide(run: str | None, *, reviewer: str, comment: str = "", reject: bool = False) -> RunInfo:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 # A message is read by a person: a part longer than this (a pasted file, an expanded YAML alias bomb) is cut.
 MAX_PART_CHARS = 2000
@@ -47,7 +47,7 @@ class AoiPipelineError(Exception):
         super().__init__(self.render())
 
     @classmethod
-    def at(cls, where: str, what: str, fix: str) -> AoiPipelineError:
+    def at(cls, where: str, what: str, fix: str) -> Self:
         """Build the error for a single problem."""
         return cls(Problem(where, what, fix))
 

@@ -230,6 +230,7 @@ def ensure_local_server(preferred_port: int = DEFAULT_PORT) -> LocalServer:
             if _server_alive(home, server):  # alive but hung: replace it, never run a second one beside it
                 _stop(home, server.pid if server is not None else None)
             server = _start(home, _pick_port(preferred_port))
+    assert server is not None  # a server that answers was recorded; otherwise one was just started
     os.environ["PREFECT_API_URL"] = server.api_url
     os.environ.setdefault("PREFECT_UI_URL", server.ui_url)
     return server

@@ -97,6 +97,7 @@ def _decode(path: Path, size: tuple[int, int], color: bool | None, where: str = 
     into white). Any decode failure, a decompression bomb included, names the file and `where` (its CSV row).
     """
     try:
+        image: Image.Image
         with Image.open(path) as image:
             image.load()
             keep_grey = image.mode in GREY_MODES if color is None else not color
@@ -151,7 +152,7 @@ def build_pair_cache(
     ]
     unique = list(dict.fromkeys(path for files in files_per_row for path in files))
     imposed = None if detect_color else layout.color
-    first_row = {}
+    first_row: dict[Path, str] = {}
     for number, files in enumerate(files_per_row, start=1):
         for path in files:
             first_row.setdefault(path, f"{dataset.path}: row {number}")

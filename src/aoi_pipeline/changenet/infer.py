@@ -257,7 +257,8 @@ def load_model(checkpoint: dict[str, Any], device: torch.device) -> ChangeNetCla
     model.load_state_dict(checkpoint["state_dict"])
     model = model.to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overloads leave it out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model.eval()
 
 

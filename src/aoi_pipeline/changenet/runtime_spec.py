@@ -25,8 +25,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from aoi_pipeline.core.spec import Action
 from aoi_pipeline.core.spec.overrides import apply_overrides, parse_override
 from aoi_pipeline.core.spec.validation import validate_spec
 from aoi_pipeline.core.spec.yaml_io import load_spec
@@ -41,7 +42,7 @@ ACTION_DATASET = {"evaluate": "test_dataset", "inference": "infer_dataset"}
 class RuntimeKey:
     """One key of a runtime-only section: its type, default, and allowed range or values."""
 
-    kind: type
+    kind: type[Any]
     default: Any
     minimum: float | None = None
     maximum: float | None = None
@@ -233,7 +234,8 @@ def read_runtime_spec(path: Path, overrides: Sequence[str], action: str) -> Runt
 
 def split_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str]]:
     """(TAO overrides, runtime-section overrides), each in the given order."""
-    tao, runtime = [], []
+    tao: list[str] = []
+    runtime: list[str] = []
     for text in overrides:
         section = text.partition("=")[0].strip().split(".", 1)[0]
         (runtime if section in RUNTIME_SECTIONS else tao).append(text)
@@ -241,7 +243,7 @@ def split_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def _apply_runtime_overrides(runtime: dict[str, dict[str, Any]], overrides: Iterable[str]) -> list[Problem]:
-    problems = []
+    problems: list[Problem] = []
     for text in overrides:
         try:
             key, value = parse_override(text)
@@ -375,7 +377,8 @@ def _core_problems(spec: dict[str, Any], action: str, path: Path) -> list[Proble
             tao["inference"] = {}
         tao["inference"]["checkpoint"] = checkpoint if isinstance(checkpoint, str) and checkpoint else "-"
     try:
-        validate_spec(tao, action=core_action, where=str(path))
+        # Typed as the core's actions; validate_spec itself refuses, by name, any other action it is given.
+        validate_spec(tao, action=cast(Action, core_action), where=str(path))
     except SpecError as error:
         return list(error.problems)
     return []

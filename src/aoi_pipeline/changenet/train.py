@@ -104,7 +104,7 @@ def make_optimizer(model: torch.nn.Module, spec: RuntimeSpec, device: torch.devi
     name = spec.value("train.optim.optim")
     lr = float(spec.value("train.optim.lr"))
     decay = float(spec.value("train.optim.weight_decay"))
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
     if name == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=lr, momentum=float(spec.value("train.optim.momentum")), weight_decay=decay
@@ -195,7 +195,7 @@ class TrainJob:
 def plan_training(spec: RuntimeSpec) -> TrainJob:
     """Check datasets, images, start checkpoints and the results directory; nothing is written."""
     layout = layout_from_spec(spec)
-    common = {"lights": layout.lights, "image_ext": layout.image_ext}
+    common: dict[str, Any] = {"lights": layout.lights, "image_ext": layout.image_ext}
     train_set = validate_dataset(
         Path(spec.value("dataset.classify.train_dataset.csv_path")),
         images_dir=Path(spec.value("dataset.classify.train_dataset.images_dir")),
@@ -304,7 +304,7 @@ def run_training(job: TrainJob, status: StatusLog, *, warning: str | None = None
     results.mkdir(parents=True, exist_ok=True)
     with _train_log(results) as train_log:
         if warning:  # already printed on stderr; recorded in train.log only
-            train_log.handle(log.makeRecord(log.name, logging.WARNING, __file__, 0, warning, None, None))
+            train_log.handle(log.makeRecord(log.name, logging.WARNING, __file__, 0, warning, (), None))
         dump_spec(spec.spec, results / EXPERIMENT_YAML)
         return _Trainer(job, status).run()
 
@@ -390,7 +390,8 @@ class _Trainer:
             model.load_state_dict(start["state_dict"])
         model = model.to(self.device)
         if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads leave it out.
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 
     # -- loop

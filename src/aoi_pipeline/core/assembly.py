@@ -89,8 +89,8 @@ def assemble(
     carried = _carried_provenance(previous, previous_provenance, source, log)
     entries = _previous_entries(previous, carried, source, None if previous_in_workspace_coordinates else prefix)
     new_columns: list[str] = []
-    for new_source, rows in ((SDG, sdg_rows), (MINED, mined_rows)):
-        for index, raw in enumerate(rows, start=1):
+    for new_source, source_rows in ((SDG, sdg_rows), (MINED, mined_rows)):
+        for index, raw in enumerate(source_rows, start=1):
             split = _split_new_row(raw, new_source, index, log)
             if split is None:
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def read_scored_csv(path: Path, *, label_column: str = "label", score_column: st
 _INFERENCE_FIX = "run inference first; it writes inference.csv into inference.results_dir"
 
 
-def _require_columns(where: str, header: list[str], needed: tuple[str, ...]) -> None:
+def _require_columns(where: str, header: Sequence[str], needed: tuple[str, ...]) -> None:
     missing = [column for column in needed if column not in header]
     if not header:
         raise MetricContractError.at(where, "the CSV is empty (no header row)", _INFERENCE_FIX)

@@ -145,7 +145,7 @@ def _read_lock_file(path: Path) -> LockInfo | None:
     pid, hostname, started_at, owner = (raw.get(key) for key in ("pid", "hostname", "started_at", "owner"))
     if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0):
         return None
-    if not all(isinstance(value, str) for value in (hostname, started_at, owner)):
+    if not (isinstance(hostname, str) and isinstance(started_at, str) and isinstance(owner, str)):
         return None
     return LockInfo(pid, hostname, started_at, owner)
 

@@ -164,6 +164,7 @@ def evaluate_inference_csv(
     atomically, and only once it has passed `check_result`, so a failing evaluator leaves no evidence file.
     """
     evaluator = contract.evaluator
+    raw: Mapping[str, Any]
     if evaluator.type == "builtin":
         rows = far.read_scored_csv(Path(inference_csv))
         raw = far_result_json(far.far_at_recall(rows, contract.recall_target_pct or 100.0), contract)
@@ -205,7 +206,8 @@ def read_result_json(path: Path, missing: str) -> Mapping[str, Any]:
     except OSError as exc:
         raise MetricContractError.at(str(path), f"cannot read the result ({exc})", _RESULT_FIX) from None
     try:
-        return json.loads(text)
+        document: Mapping[str, Any] = json.loads(text)
+        return document
     except json.JSONDecodeError as exc:
         raise MetricContractError.at(
             f"{path}:{exc.lineno}:{exc.colno}", f"the result is not valid JSON ({exc.msg})", _RESULT_FIX

@@ -88,7 +88,7 @@ def load_embeddings(
 
 def _read_vectors(npy: Path) -> np.ndarray:
     try:
-        loaded = np.load(npy, allow_pickle=False)
+        loaded: np.ndarray = np.load(npy, allow_pickle=False)
     except FileNotFoundError:
         raise DatasetError.at(str(npy), "embeddings file does not exist", "run the embed action first") from None
     except (OSError, ValueError) as error:

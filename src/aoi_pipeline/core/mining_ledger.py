@@ -133,7 +133,7 @@ class MiningLedger:
                 "cumulative_unique_count": 0,
             }
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise StateError.at(
                 str(self.path),

@@ -130,7 +130,7 @@ def stacked_bars(labels: Sequence[str], sources: Sequence[str], rows: Mapping[st
     )
     for index, label in enumerate(labels):
         x = left + slot * index + (slot - bar) / 2
-        base = top + plot_h
+        base: float = top + plot_h
         for source in sources:
             rows_of_source = rows[label].get(source, 0)
             if not rows_of_source:

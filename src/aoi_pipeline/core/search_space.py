@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aoi_pipeline.core.spec.derive import ARCHITECTURE_KEYS
 from aoi_pipeline.errors import ConfigError, Problem
@@ -62,8 +62,14 @@ def _param_from_override(key: str, raw: Any, architecture: bool) -> SearchParam:
     )
 
 
+class _ParameterModel(Protocol):
+    """A validated config model of one parameter (`config.SearchParameter`), read through its dump."""
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
 def build_search_space(
-    overrides: Mapping[str, Mapping[str, Any] | None] | None = None,
+    overrides: Mapping[str, Mapping[str, Any] | _ParameterModel | None] | None = None,
     *,
     warm_start: bool = False,
     base: Iterable[SearchParam] = DEFAULT_SEARCH_SPACE,

@@ -487,4 +487,5 @@ def _utc_text(now: datetime | None) -> str:
 
 
 def _json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(value, allow_nan=False))
+    copied: dict[str, Any] = json.loads(json.dumps(value, allow_nan=False))
+    return copied

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.stages import ITER_LABEL_RE
@@ -148,7 +148,7 @@ def _event_problems(where: str, events: list[Any]) -> list[Problem]:
     return problems
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -149,7 +149,8 @@ def check_workspace(
     check = _WorkspaceCheck(workspace, names, ext)
     problems = check.images_dir_problems()
     datasets: dict[str, DatasetCsv] = {}
-    for name, mode in ((TRAINING, "train"), (VALIDATION, "evaluate"), (KPI, "evaluate")):
+    modes: tuple[tuple[str, Mode], ...] = ((TRAINING, "train"), (VALIDATION, "evaluate"), (KPI, "evaluate"))
+    for name, mode in modes:
         dataset, found = check.dataset(name, mode, batch_size if name == TRAINING else None)
         problems += found
         if dataset is not None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from aoi_pipeline.jobs.failures import Failure, redact
 from aoi_pipeline.jobs.job import JobResult, JobStatus, TaoJob
-from aoi_pipeline.jobs.local import LOG_FILE, RECORD_FILE, SPEC_FILE
+from aoi_pipeline.jobs.local import LOG_FILE, SPEC_FILE
+from aoi_pipeline.jobs.process_group import RECORD_FILE
 
 DISPATCH_SUFFIX = ".dispatch.json"
 # Dispatch states before the child's end is known; a record in one of them marks a job still in flight.

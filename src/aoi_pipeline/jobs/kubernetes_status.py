@@ -98,7 +98,10 @@ def _pod_failure(pod: Mapping[str, Any]) -> tuple[Failure, int | None] | None:
             return failure, exit_code
     if status.get("phase") == "Failed":
         message = _clean(f"{status.get('reason', '')}: {status.get('message', '')}")
-        return classify_failure(exit_code=None, log_tail=message, status_lines=(), wrote_checkpoint=None), None
+        lost = classify_failure(exit_code=None, log_tail=message, status_lines=(), wrote_checkpoint=None)
+        # An unknown exit status is always classified as a failure (the process was lost), never None.
+        assert lost is not None
+        return lost, None
     return None
 
 

@@ -210,6 +210,7 @@ class LocalLauncher:
         if outcome == "cancelled":
             return run.finish(command, exit_code=exit_code, status="cancelled", failure=None, external_id=external_id)
         log_tail = "\n".join(tail)
+        failure: Failure | None
         if outcome == "timed_out":
             failure = Failure(
                 "program",

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aoi_pipeline.errors import ConfigError
 from aoi_pipeline.jobs.dispatch import (
@@ -30,6 +30,9 @@ from aoi_pipeline.jobs.dispatch import (
     write_dispatch,
 )
 from aoi_pipeline.jobs.job import JobResult, TaoJob
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, State
 
 JOB_FLOW = "tao-job"
 CHILD_TAG = "aoi-tao-job"
@@ -139,14 +142,18 @@ class WorkPoolJobRunner:
         from prefect.exceptions import ObjectNotFound
 
         try:
-            flow_run = run_deployment(
-                self.deployment,
-                parameters={"job": job.to_record()},
-                job_variables=self.variables(job),
-                idempotency_key=record.idempotency_key,
-                flow_run_name=job.name,
-                tags=list(self.tags),
-                timeout=0,
+            # Called from synchronous code, run_deployment returns the flow run itself, not a coroutine.
+            flow_run = cast(
+                "FlowRun",
+                run_deployment(
+                    self.deployment,
+                    parameters={"job": job.to_record()},
+                    job_variables=self.variables(job),
+                    idempotency_key=record.idempotency_key,
+                    flow_run_name=job.name,
+                    tags=list(self.tags),
+                    timeout=0,
+                ),
             )
         except ObjectNotFound:
             raise ConfigError.at(
@@ -215,7 +222,7 @@ def cancel_flow_runs(client: Any, flow_runs: Iterable[Any], reason: str) -> int:
     count = 0
     for flow_run in flow_runs:
         state_type = flow_run.state.type.value if flow_run.state is not None else "SCHEDULED"
-        new_state = Cancelled(message=reason) if state_type == "SCHEDULED" else Cancelling(message=reason)
+        new_state: State[Any] = Cancelled(message=reason) if state_type == "SCHEDULED" else Cancelling(message=reason)
         client.set_flow_run_state(flow_run.id, new_state, force=True)
         count += 1
     return count

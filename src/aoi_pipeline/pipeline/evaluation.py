@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_result import Candidate, MetricResult, evaluate_inference_csv, pick_best
@@ -120,7 +121,7 @@ def commit_evaluation(
 ) -> dict:
     """Record the winner as the iteration's `evaluate` stage."""
     winner = evaluation.winner
-    fields = {
+    fields: dict[str, Any] = {
         "metric_result": str(winner.metric_json),
         "best_ckpt_path": str(winner.checkpoint),
         "inference_csv": str(winner.inference_csv),

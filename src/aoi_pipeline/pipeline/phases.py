@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
@@ -52,7 +52,8 @@ class PhaseBook:
 
     def phase1_winner(self) -> tuple[TrialOutcome, float]:
         """(winning trial, its validation FAR) of the finished Phase 1, read back from the run directory."""
-        phase1 = self.record.phase("phase1")
+        # Called once Phase 1 is recorded as complete, so its entry exists.
+        phase1 = cast("dict[str, Any]", self.record.phase("phase1"))
         winner = read_outcome(self.layout.trial_dir("phase1", phase1["trial"]))
         if winner is None:
             raise AoiPipelineError.at(
@@ -77,7 +78,8 @@ class PhaseBook:
 
     def deliverable(self) -> dict[str, Any]:
         """What the deployment handoff recorded: run dir, best model, inference spec, iteration, value."""
-        return {key: value for key, value in self.record.phase("handoff").items() if key not in ("status", "at")}
+        handoff = cast("dict[str, Any]", self.record.phase("handoff"))  # called once the handoff is recorded
+        return {key: value for key, value in handoff.items() if key not in ("status", "at")}
 
 
 def phase2_best_checkpoint(layout: RunLayout) -> tuple[str, Path, Path]:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
@@ -247,7 +247,8 @@ def record_publish_event(layout: RunLayout, *, status: str, summary: str, **fiel
     """Append an event to `publish.events` of pipeline_state.json and set the publication's status."""
     data = PipelineRecord(layout).read()
     at = datetime.now(UTC).isoformat(timespec="seconds")
-    previous = data.get("publish") if isinstance(data.get("publish"), dict) else {}
+    stored = data.get("publish")
+    previous = stored if isinstance(stored, dict) else {}
     events = [*previous.get("events", []), {"at": at, "status": status, "summary": summary}]
     data["publish"] = {"status": status, "at": at, **fields, "events": events}
     atomic_write_json(layout.pipeline_state, data)
@@ -364,7 +365,8 @@ def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     if not parts.username and not parts.password:
         return url
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    hostname = cast(str, parts.hostname)  # a URL with user info names its host
+    return urlunsplit(parts._replace(netloc=hostname + (f":{parts.port}" if parts.port else "")))
 
 
 def _first_line(error: BaseException) -> str:

@@ -46,7 +46,8 @@ def register_s3_blocks(source: Mapping[str, str]) -> list[str]:
     name = source.get("AOI_S3_BLOCK") or DEFAULT_BUCKET_BLOCK
     credentials = AwsCredentials(
         aws_access_key_id=source.get("AWS_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=source.get("AWS_SECRET_ACCESS_KEY") or None,
+        # pydantic turns the text into a SecretStr; the prefect-aws signature names only SecretStr.
+        aws_secret_access_key=source.get("AWS_SECRET_ACCESS_KEY") or None,  # type: ignore[arg-type]
         region_name=source.get("AWS_DEFAULT_REGION") or None,
         aws_client_parameters=AwsClientParameters(endpoint_url=source.get("AOI_S3_ENDPOINT_URL") or None),
     )

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.distributions import (
@@ -245,7 +245,8 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 def _rank(trial: FrozenTrial) -> tuple[float, float, int]:
     val_loss = trial.user_attrs.get("val_loss")
     tie_break = val_loss if isinstance(val_loss, int | float) and math.isfinite(val_loss) else math.inf
-    return (float(trial.value), float(tie_break), trial.number)
+    value = cast(float, trial.value)  # only complete trials are ranked, and they carry their value
+    return (float(value), float(tie_break), trial.number)
 
 
 _STATE_NAMES = {

@@ -9,7 +9,7 @@ proposed again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -65,7 +65,7 @@ def run_sweep(
     recommendations: int,
     parallel: int,
     submit: Callable[[Proposal], FutureT],
-    as_completed: Callable[[Iterable[FutureT]], Iterator[FutureT]],
+    as_completed: Callable[[list[FutureT]], Iterator[FutureT]],
     on_progress: Callable[[list[dict[str, Any]]], None] = lambda table: None,
     finished: Callable[[int], TrialOutcome | None] | None = None,
 ) -> SweepSummary:

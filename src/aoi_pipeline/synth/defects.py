@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -420,7 +421,8 @@ def _erode(mask: np.ndarray, margin: int) -> np.ndarray:
     window = 2 * margin + 1
     padded = np.pad(mask, margin, constant_values=False)
     rows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1).all(axis=-1)
-    return np.lib.stride_tricks.sliding_window_view(rows, window, axis=0).all(axis=-1)
+    # all() over an axis of an array gives an array (numpy types it as "array or scalar").
+    return cast(np.ndarray, np.lib.stride_tricks.sliding_window_view(rows, window, axis=0).all(axis=-1))
 
 
 # defect type -> (painter, needs the four orientations, paints copper onto laminate)

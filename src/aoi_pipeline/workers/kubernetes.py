@@ -184,8 +184,9 @@ async def read_job_outcome(api_client: Any, namespace: str, name: str) -> Kubern
     """Read the Job and its pods (`kubernetes_asyncio` client, read-only) and classify where the Job stands."""
     from kubernetes_asyncio.client import BatchV1Api, CoreV1Api
 
-    job = await BatchV1Api(api_client).read_namespaced_job_status(name, namespace, _preload_content=False)
-    pods = await CoreV1Api(api_client).list_namespaced_pod(
+    # With _preload_content=False the calls return the raw responses, not the models the stubs name.
+    job: Any = await BatchV1Api(api_client).read_namespaced_job_status(name, namespace, _preload_content=False)
+    pods: Any = await CoreV1Api(api_client).list_namespaced_pod(
         namespace, label_selector=f"job-name={name}", _preload_content=False
     )
     job_body = json.loads(await job.read())

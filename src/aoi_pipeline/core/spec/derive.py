@@ -139,7 +139,8 @@ def rewrite_host_paths(spec: Spec, mounts: Mapping[str, str]) -> Spec:
         key=lambda pair: len(pair[0]),
         reverse=True,
     )
-    return _rewrite(copy.deepcopy(spec), ordered)
+    rewritten: dict[str, Any] = _rewrite(copy.deepcopy(spec), ordered)
+    return rewritten
 
 
 def _is_absolute(path: Any) -> bool:

@@ -28,7 +28,8 @@ Completed = subprocess.CompletedProcess[str]
 class SlurmShell(Protocol):
     """Runs one Slurm command where the cluster is reachable."""
 
-    where: str
+    @property
+    def where(self) -> str: ...
 
     def run(self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60) -> Completed: ...
 

@@ -191,7 +191,8 @@ class SlurmWorker(BaseWorker[SlurmJobConfiguration, SlurmVariables, SlurmWorkerR
         self,
         flow_run: FlowRun,
         configuration: SlurmJobConfiguration,
-        task_status: anyio.abc.TaskStatus[str] | None = None,
+        # BaseWorker types the status as TaskStatus[int], yet workers report their infrastructure id (text) on it.
+        task_status: anyio.abc.TaskStatus[str] | None = None,  # type: ignore[override]
     ) -> SlurmWorkerResult:
         logger = self.get_flow_run_logger(flow_run)
         try:
