@@ -24,6 +24,7 @@ def test_train_writes_tao_named_outputs(trained: Workspace) -> None:
         "experiment.yaml",
         "train.log",
         "status.json",
+        "reference_model.json",  # the runtime describes the network it trained beside the checkpoints
     }
     assert {path.name for path in train_dir.iterdir()} == expected
 

@@ -79,11 +79,13 @@ def test_only_infrastructure_failures_are_retried():
 
 
 def test_the_task_runner_hands_each_job_to_the_task(tmp_path, monkeypatch):
-    ran: list[TaoJob] = []
-    monkeypatch.setattr(job_tasks, "run_tao_job", lambda job: ran.append(job) or "result")
+    ran: list[tuple[TaoJob, object]] = []
+    monkeypatch.setattr(job_tasks, "run_tao_job", lambda job, backend: ran.append((job, backend)) or "result")
     job = make_job(tmp_path)
+    backend = object()
     assert job_tasks.TaskJobRunner().run(job) == "result"
-    assert ran == [job]
+    assert job_tasks.TaskJobRunner(backend).run(job) == "result"  # type: ignore[arg-type]
+    assert ran == [(job, None), (job, backend)]
 
 
 def test_cancelling_stops_every_job_until_a_new_flow_run_allows_them_again():
