@@ -10,7 +10,7 @@ import pytest
 import torch
 from changenet_workspace import Workspace, status_records
 
-from aoi_pipeline.changenet.train import lr_factor
+from aoi_pipeline.changenet.optim import lr_factor
 
 LATEST = "changenet_model_classify_latest.pth"
 

@@ -6,9 +6,8 @@ checkpoint of an earlier run (TAO's Lightning would silently resume it; here tha
 ways out). `run_training` then writes `experiment.yaml`, `train.log`, `status.json`, the periodic
 `model_epoch_<EEE>_step_<SSS>.pth` files, `changenet_model_classify_latest.pth` after every epoch and the
 checkpointer's best file, validating every `validation_interval` epochs (`val_loss`, `val_acc`, `val_fpr`,
-`val_far`). The learning rate follows TAO's policies: `linear` = lr * (1 - epoch / (num_epochs + 1)),
-`step` = lr * 0.1 ** (epoch // max(1, num_epochs // 3)). A resume restores weights, optimiser state, epoch and
-step, and fails when nothing is left to train, instead of reporting success after zero steps.
+`val_far`). The learning rate follows TAO's policies (`changenet.optim`). A resume restores weights,
+optimiser state, epoch and step, and fails when nothing is left to train, instead of reporting success after zero steps.
 """
 
 from __future__ import annotations
@@ -57,6 +56,7 @@ from aoi_pipeline.changenet.infer import (
     stored_model_config,
 )
 from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig, describe_network
+from aoi_pipeline.changenet.optim import lr_factor, make_optimizer
 from aoi_pipeline.changenet.runtime_spec import RuntimeSpec
 from aoi_pipeline.changenet.status_writer import RUNNING, STARTED, StatusLog, duration
 from aoi_pipeline.core.dataset import DatasetCsv
@@ -97,28 +97,6 @@ def layout_from_spec(spec: RuntimeSpec) -> ImageLayout:
         width=int(spec.value("dataset.classify.image_width")),
         height=int(spec.value("dataset.classify.image_height")),
     )
-
-
-def make_optimizer(model: torch.nn.Module, spec: RuntimeSpec, device: torch.device) -> torch.optim.Optimizer:
-    """TAO's optimisers: sgd (momentum), adam, adamw (betas 0.9, 0.999), with `weight_decay`."""
-    name = spec.value("train.optim.optim")
-    lr = float(spec.value("train.optim.lr"))
-    decay = float(spec.value("train.optim.weight_decay"))
-    fused: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
-    if name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=float(spec.value("train.optim.momentum")), weight_decay=decay
-        )
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay, **fused)
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=decay, **fused)
-
-
-def lr_factor(policy: str, epoch: int, num_epochs: int) -> float:
-    """TAO's schedules by 0-based epoch: linear decay to 1/(N+1), or a tenfold step every N//3 epochs."""
-    if policy == "step":
-        return 0.1 ** (epoch // max(1, num_epochs // 3))
-    return 1.0 - epoch / float(num_epochs + 1)
 
 
 def _compile_mode(option: bool | str | None) -> bool | str:

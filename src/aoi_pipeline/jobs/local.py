@@ -151,85 +151,57 @@ class LocalLauncher:
         checkpoints_before: set[Path],
         status_before: str,
     ) -> JobResult:
-        job, results_dir = run.job, run.results_dir
         run.say(f"starting on GPUs [{env['CUDA_VISIBLE_DEVICES']}]: {shlex.join(command)}")
         with run.open_log() as log_file:
             run.mark_started()
-            if (missing := _not_executable(command[0])) is not None:
-                return run.not_started(f"could not start {command[0]}: {missing}", command=command)
-            # The job runs under a watchdog that holds the read end of this pipe: when this process dies,
-            # however it dies, the write end closes and the watchdog kills the job's process group.
-            lifeline_read, lifeline_write = os.pipe()
-            try:
-                process = subprocess.Popen(
-                    [sys.executable, "-S", str(WATCHDOG), str(lifeline_read), f"{ORPHAN_GRACE_S:g}", "--", *command],
-                    cwd=results_dir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(lifeline_read,),
-                    start_new_session=True,  # its own process group, so the whole tree can be killed
-                )
-            except OSError as error:
-                os.close(lifeline_write)
-                return run.not_started(f"could not start {command[0]}: {error}", command=command)
-            finally:
-                os.close(lifeline_read)
-            # The watchdog leads the group, so its pid names the group the job and its children run in.
-            external_id = f"pid:{process.pid}"
+            started = _start_under_watchdog(run, command, env)
+            if isinstance(started, JobResult):
+                return started
+            process, lifeline_write = started
             tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-            reader = threading.Thread(
-                target=_pump_output,
-                args=(process.stdout, log_file, run.log, run.secrets, tail),
-                name=f"job-output-{job.name}",
-                daemon=True,
-            )
             try:
-                reader.start()
-                run.write_record(command, state="running", external_id=external_id)
-                outcome = _wait(process, cancel, job.timeout_s)
-            except BaseException:
-                run.say("interrupted: killing the job's process group")
-                terminate_group(process, self.kill_grace_s)
-                if reader.is_alive():
-                    reader.join(_READER_JOIN_S)
-                run.write_record(command, state="interrupted", external_id=external_id)
+                outcome = self._supervise(run, command, process, log_file, tail, cancel)
+            finally:
                 os.close(lifeline_write)
-                raise
-            if outcome != "exited":
-                run.say("cancelled: killing the job" if outcome == "cancelled" else "timed out: killing the job")
-                terminate_group(process, self.kill_grace_s)
-            elif group_alive(process.pid):
-                run.say("the job left processes behind: killing them")
-                terminate_group(process, self.kill_grace_s)
-            reader.join(_READER_JOIN_S)
-            os.close(lifeline_write)
+        return _conclude(run, command, process, outcome, tail, checkpoints_before, status_before)
 
-        exit_code = process.returncode
-        if outcome == "cancelled":
-            return run.finish(command, exit_code=exit_code, status="cancelled", failure=None, external_id=external_id)
-        log_tail = "\n".join(tail)
-        failure: Failure | None
-        if outcome == "timed_out":
-            failure = Failure(
-                "program",
-                f"the job ran past its timeout of {job.timeout_s:g} s; raise timeout_s or shrink the job",
-                redact("\n".join(list(tail)[-15:]), run.secrets),
-            )
-            return run.finish(
-                command, exit_code=exit_code, status="timed_out", failure=failure, external_id=external_id
-            )
-        status_lines = _new_status_lines(status_before, _read_text(results_dir / STATUS_FILE))
-        wrote_checkpoint = bool(new_checkpoints(results_dir, checkpoints_before)) if job.action == "train" else None
-        failure = classify_failure(
-            exit_code=exit_code,
-            log_tail=log_tail,
-            status_lines=status_lines,
-            wrote_checkpoint=wrote_checkpoint,
+    def _supervise(
+        self,
+        run: _Run,
+        command: list[str],
+        process: subprocess.Popen[bytes],
+        log_file: IO[str],
+        tail: collections.deque[str],
+        cancel: threading.Event | None,
+    ) -> str:
+        """Pump the job's output into its log while waiting for it to exit, be cancelled or time out; kill its
+        process group on the way out, whatever interrupted the wait."""
+        external_id = f"pid:{process.pid}"
+        reader = threading.Thread(
+            target=_pump_output,
+            args=(process.stdout, log_file, run.log, run.secrets, tail),
+            name=f"job-output-{run.job.name}",
+            daemon=True,
         )
-        status: JobStatus = "success" if failure is None else "failed"
-        return run.finish(command, exit_code=exit_code, status=status, failure=failure, external_id=external_id)
+        try:
+            reader.start()
+            run.write_record(command, state="running", external_id=external_id)
+            outcome = _wait(process, cancel, run.job.timeout_s)
+        except BaseException:
+            run.say("interrupted: killing the job's process group")
+            terminate_group(process, self.kill_grace_s)
+            if reader.is_alive():
+                reader.join(_READER_JOIN_S)
+            run.write_record(command, state="interrupted", external_id=external_id)
+            raise
+        if outcome != "exited":
+            run.say("cancelled: killing the job" if outcome == "cancelled" else "timed out: killing the job")
+            terminate_group(process, self.kill_grace_s)
+        elif group_alive(process.pid):
+            run.say("the job left processes behind: killing them")
+            terminate_group(process, self.kill_grace_s)
+        reader.join(_READER_JOIN_S)
+        return outcome
 
     def _check_can_run(self, job: TaoJob, *, resume: bool) -> None:
         problems: list[Problem] = []
@@ -435,3 +407,64 @@ def _new_status_lines(before: str, after: str) -> list[StatusLine]:
     """The status lines this run wrote: the appended part when the file grew, else the whole file."""
     fresh = after[len(before) :] if before and after.startswith(before) else after
     return parse_status_lines(fresh.splitlines())
+
+
+def _start_under_watchdog(
+    run: _Run, command: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int] | JobResult:
+    """Start the job in its own process group under the watchdog; the process and the lifeline's write end
+    (close it once the job is over), or the result of a job that could not start."""
+    if (missing := _not_executable(command[0])) is not None:
+        return run.not_started(f"could not start {command[0]}: {missing}", command=command)
+    # The job runs under a watchdog that holds the read end of this pipe: when this process dies,
+    # however it dies, the write end closes and the watchdog kills the job's process group.
+    lifeline_read, lifeline_write = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-S", str(WATCHDOG), str(lifeline_read), f"{ORPHAN_GRACE_S:g}", "--", *command],
+            cwd=run.results_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(lifeline_read,),
+            start_new_session=True,  # its own process group, so the whole tree can be killed
+        )
+    except OSError as error:
+        os.close(lifeline_write)
+        return run.not_started(f"could not start {command[0]}: {error}", command=command)
+    finally:
+        os.close(lifeline_read)
+    return process, lifeline_write
+
+
+def _conclude(
+    run: _Run,
+    command: list[str],
+    process: subprocess.Popen[bytes],
+    outcome: str,
+    tail: collections.deque[str],
+    checkpoints_before: set[Path],
+    status_before: str,
+) -> JobResult:
+    """The job's result from how it ended: cancelled, timed out, or exited and classified from its exit code,
+    log tail, new status lines and (for training) whether it wrote a checkpoint."""
+    # The watchdog leads the group, so its pid names the group the job and its children run in.
+    external_id, exit_code, job = f"pid:{process.pid}", process.returncode, run.job
+    if outcome == "cancelled":
+        return run.finish(command, exit_code=exit_code, status="cancelled", failure=None, external_id=external_id)
+    failure: Failure | None
+    if outcome == "timed_out":
+        failure = Failure(
+            "program",
+            f"the job ran past its timeout of {job.timeout_s:g} s; raise timeout_s or shrink the job",
+            redact("\n".join(list(tail)[-15:]), run.secrets),
+        )
+        return run.finish(command, exit_code=exit_code, status="timed_out", failure=failure, external_id=external_id)
+    status_lines = _new_status_lines(status_before, _read_text(run.results_dir / STATUS_FILE))
+    wrote_checkpoint = bool(new_checkpoints(run.results_dir, checkpoints_before)) if job.action == "train" else None
+    failure = classify_failure(
+        exit_code=exit_code, log_tail="\n".join(tail), status_lines=status_lines, wrote_checkpoint=wrote_checkpoint
+    )
+    status: JobStatus = "success" if failure is None else "failed"
+    return run.finish(command, exit_code=exit_code, status=status, failure=failure, external_id=external_id)
