@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Cancelled
 
-from aoi_pipeline.approval import ApprovalRecord
+from aoi_pipeline.approval import ApprovalRecord, rejection_message
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.lock import WorkspaceLock
 from aoi_pipeline.core.spec import Spec
@@ -45,8 +46,8 @@ def aoi_pipeline(
     preapproved_by: str = "pre-approval",
     approval_timeout_hours: float = 72.0,
     platform: str | None = None,
-) -> dict[str, Any]:
-    """Improve the workspace's model; returns where the deliverable is (or that the plan was rejected).
+) -> dict[str, Any] | State[Any]:
+    """Improve the workspace's model; returns where the deliverable is. A rejected plan ends the run Cancelled.
 
     `platform` (set by the `aoi-pipeline/<platform>` deployments) must match the config's.
     """
@@ -66,13 +67,15 @@ def aoi_pipeline(
     approval: ApprovalRecord = recorded_approval(layout, report.plan_hash) or approval_gate(
         description=report.markdown(),
         plan_hash=report.plan_hash,
+        summary=report.summary(),
         preapproved_plan_hash=preapproved_plan_hash,
         preapproved_by=preapproved_by,
         timeout_s=int(approval_timeout_hours * 3600),
     )
     if not approval.approved:
+        # A rejected run ends Cancelled (not done), with who rejected it and why; nothing was written.
         logger.info("plan %s rejected by %s; nothing was written", report.plan_hash, approval.reviewer)
-        return {"status": "rejected", "plan_hash": report.plan_hash, "reviewer": approval.reviewer}
+        return Cancelled(message=rejection_message(approval))
 
     ctx = RunContext.from_config(config, layout, job_runner(config, current_flow_run.id))
     base_spec = workspace_base_spec(config, ctx.workspace)

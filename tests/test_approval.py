@@ -13,9 +13,12 @@ from pydantic import ValidationError
 from aoi_pipeline.approval import (
     ApprovalForm,
     ApprovalRecord,
+    check_bound_plan,
     plan_hash,
     record_from_form,
     record_from_preapproval,
+    rejection_message,
+    waiting_message,
 )
 from aoi_pipeline.errors import AoiPipelineError
 
@@ -62,7 +65,6 @@ def _form(**changes: Any) -> ApprovalForm:
         "decision": "approve",
         "reviewer": "ana",
         "comment": "looks right",
-        "plan_hash": "a" * 16,
         **changes,
     }
     return ApprovalForm(**data)
@@ -101,7 +103,7 @@ def test_a_plan_holding_paths_hashes_like_the_same_plan_written_as_text():
 
 def test_the_form_has_no_default_decision():
     with pytest.raises(ValidationError) as raised:
-        ApprovalForm(reviewer="ana", plan_hash="a" * 16)
+        ApprovalForm(reviewer="ana")
     assert any(error["loc"] == ("decision",) and error["type"] == "missing" for error in raised.value.errors())
 
 
@@ -132,14 +134,34 @@ def test_a_form_for_the_shown_plan_becomes_a_record_of_the_reviewers_decision():
         assert record.decided_at
 
 
-def test_a_form_for_another_plan_is_refused_with_both_hashes_and_the_fix():
-    form = _form(plan_hash="1111111111111111")
+def test_the_form_holds_no_plan_hash_a_reviewer_could_edit():
+    assert "plan_hash" not in ApprovalForm.model_json_schema()["properties"]
+    with pytest.raises(ValidationError) as raised:
+        _form(plan_hash="1111111111111111")
+    assert any(error["type"] == "extra_forbidden" for error in raised.value.errors())
+
+
+def test_a_stored_answer_holds_only_for_the_plan_the_run_paused_on():
+    check_bound_plan("2222222222222222", "2222222222222222")
     with pytest.raises(AoiPipelineError) as raised:
-        record_from_form(form, "2222222222222222")
+        check_bound_plan("1111111111111111", "2222222222222222")
     message = str(raised.value)
     assert "1111111111111111" in message and "2222222222222222" in message
-    assert "plan_hash" in raised.value.problems[0].where
     assert raised.value.problems[0].fix
+    with pytest.raises(AoiPipelineError):
+        check_bound_plan(None, "2222222222222222")
+
+
+def test_the_waiting_message_names_the_plan_and_its_summary_on_one_line():
+    message = waiting_message("0123456789abcdef", "FAR < 5% at Recall=100%\n on /ws;  Phase 1 3 trials")
+    assert message == "Waiting for approval of plan 0123456789abcdef: FAR < 5% at Recall=100% on /ws; Phase 1 3 trials"
+
+
+def test_the_rejection_message_names_the_reviewer_and_the_comment():
+    record = record_from_form(_form(decision="reject", reviewer="bob", comment="wrong\ntarget"), "a" * 16)
+    assert rejection_message(record) == "Rejected by bob: wrong target"
+    silent = record_from_form(_form(decision="reject", reviewer="bob", comment=""), "a" * 16)
+    assert rejection_message(silent) == "Rejected by bob: (no comment)"
 
 
 def test_a_preapproval_is_accepted_only_for_the_current_plan():

@@ -17,6 +17,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -313,3 +314,84 @@ def test_missing_or_wrong_arguments_exit_2_with_usage(argv, capsys) -> None:
 
     assert exited.value.code == 2
     assert "usage: aoi-pipeline" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- approve and status
+
+
+@pytest.fixture
+def paused_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """One run waiting on a plan, as the control API would report it; returns the decisions taken."""
+    import aoi_pipeline.cli as cli
+    import aoi_pipeline.control as control
+
+    info = control.RunInfo(
+        id=UUID(int=7),
+        name="run_20260101_000000",
+        state="Paused",
+        state_type="PAUSED",
+        started=None,
+        ui_url="http://ui/runs/flow-run/7",
+    )
+    decided: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "_connect", lambda: None)
+    monkeypatch.setattr(control, "find_run", lambda run: info)
+    monkeypatch.setattr(control, "waiting_plan", lambda run: control.WaitingPlan("0123abcd0123abcd", "FAR < 5% on /ws"))
+    monkeypatch.setattr(control, "decide", lambda run, **options: decided.append({"run": run, **options}) or run)
+    return decided
+
+
+@pytest.mark.parametrize("answer", ["y", "yes"])
+def test_approve_latest_shows_the_run_and_plan_and_decides_once_confirmed(paused_run, monkeypatch, capsys, answer):
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    asked: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda question: asked.append(question) or answer)
+
+    code, out, _ = run(capsys, "approve", "--latest", "--reviewer", "ana", "--comment", "ok")
+
+    assert code == 0
+    assert "run_20260101_000000" in out and "0123abcd0123abcd" in out and "FAR < 5% on /ws" in out
+    assert asked and "0123abcd0123abcd" in asked[0]
+    ((decision,),) = [tuple(paused_run)]
+    assert (decision["reviewer"], decision["comment"], decision["reject"], decision["plan_hash"]) == (
+        "ana",
+        "ok",
+        False,
+        "0123abcd0123abcd",
+    )
+
+
+def test_approve_latest_decides_nothing_when_the_reviewer_declines(paused_run, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda question: "")
+
+    code, out, _ = run(capsys, "approve", "--latest", "--reviewer", "ana")
+
+    assert code == 1 and paused_run == []
+    assert "Nothing decided" in out
+
+
+def test_approve_without_a_terminal_needs_yes_and_decides_nothing(paused_run, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+
+    code, out, err = run(capsys, "approve", "--latest", "--reviewer", "ana")
+
+    assert code == 2 and paused_run == []
+    assert "0123abcd0123abcd" in out and "--yes" in err
+
+
+def test_approve_with_yes_rejects_without_asking(paused_run, monkeypatch, capsys):
+    monkeypatch.setattr("builtins.input", lambda question: pytest.fail("asked although --yes was given"))
+
+    code, out, _ = run(capsys, "approve", "--latest", "--reviewer", "bob", "--reject", "--yes")
+
+    assert code == 0 and "Rejected run_20260101_000000" in out
+    assert [decision["reject"] for decision in paused_run] == [True]
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "many"])
+def test_status_with_a_limit_below_one_is_an_argument_error(limit, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--limit", limit])
+    assert exited.value.code == 2
+    assert "--limit" in capsys.readouterr().err

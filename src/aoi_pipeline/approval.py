@@ -1,10 +1,12 @@
 """The approval record: what a reviewer (or a standing pre-approval) decided about one plan.
 
 The gate shows the pre-flight plan and waits for an `ApprovalForm`: an explicit, required choice between
-approve and reject (an untouched form must never approve), the reviewer's name and a comment. Every decision
-is tied to the plan hash it was made for, so an approval of yesterday's plan cannot launch today's different
-one. Pre-approval (CLI `--yes`, nightly schedules) is accepted only when its hash equals the current plan's
-and is recorded exactly like a human decision.
+approve and reject (an untouched form must never approve), the reviewer's name and a comment. The form holds
+no plan hash a reviewer could edit: the gate binds the answer to the plan it paused on (and records that plan
+with the paused run), so an approval of yesterday's plan cannot launch today's different one. Pre-approval
+(CLI `--yes`, nightly schedules) is accepted only when its hash equals the current plan's and is recorded
+exactly like a human decision. The paused run's state message and a rejected run's end state say, in one
+line each, what the run waits for and who stopped it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from aoi_pipeline.errors import AoiPipelineError
 
 APPROVAL_FILE = "approval.json"
+# The pause key of the gate, and the flow-run input that holds {"plan_hash", "summary"} of the plan it paused on.
+GATE_KEY = "plan-approval"
+PLAN_INPUT_KEY = f"{GATE_KEY}-plan"
 
 
 class ApprovalForm(BaseModel):
@@ -31,7 +36,6 @@ class ApprovalForm(BaseModel):
     )
     reviewer: str = Field(min_length=1, description="who decides (recorded in the run)")
     comment: str = Field(default="", description="why (recorded in the run)")
-    plan_hash: str = Field(description="the plan this decision is about (prefilled; do not edit)")
 
 
 class ApprovalRecord(BaseModel):
@@ -59,19 +63,33 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def record_from_form(form: ApprovalForm, expected_hash: str) -> ApprovalRecord:
-    """Accept a submitted form only for the plan that was shown."""
-    if form.plan_hash != expected_hash:
+def waiting_message(plan_hash: str, summary: str) -> str:
+    """The paused run's state message: which plan it waits on, in one line."""
+    return f"Waiting for approval of plan {plan_hash}: {' '.join(summary.split())}"
+
+
+def rejection_message(record: ApprovalRecord) -> str:
+    """The rejected run's end-state message."""
+    return f"Rejected by {record.reviewer}: {' '.join(record.comment.split()) or '(no comment)'}"
+
+
+def check_bound_plan(bound_hash: str | None, expected_hash: str) -> None:
+    """A stored answer holds only for the plan the run paused on; refuse it for a plan that changed since."""
+    if bound_hash != expected_hash:
         raise AoiPipelineError.at(
-            "approval form field plan_hash",
-            f"the decision is for plan {form.plan_hash!r} but the run is waiting on plan {expected_hash!r}",
-            "approve the plan that is shown on the paused run (its hash is prefilled in the form)",
+            f"approval of plan {bound_hash!r}",
+            f"the run paused on plan {bound_hash!r} but the plan is now {expected_hash!r} (the inputs changed)",
+            "start a new run (a new --run-name) and approve the plan it shows",
         )
+
+
+def record_from_form(form: ApprovalForm, plan_hash: str) -> ApprovalRecord:
+    """The reviewer's decision, bound to the plan the run paused on (the form carries no hash of its own)."""
     return ApprovalRecord(
         decision=form.decision,
         reviewer=form.reviewer,
         comment=form.comment,
-        plan_hash=form.plan_hash,
+        plan_hash=plan_hash,
         decided_at=_now(),
         source="prefect-ui-or-cli",
     )

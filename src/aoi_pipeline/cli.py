@@ -2,7 +2,8 @@
 
 Each subcommand parses its arguments, calls one function of the package and prints the outcome; the logic
 lives in the modules it calls. Errors the product raises on purpose (`AoiPipelineError`) are printed without
-a traceback and end the command with exit code 1; argument mistakes exit with 2, as argparse does. Heavy
+a traceback and end the command with exit code 1; argument mistakes exit with 2, as argparse does; a run whose
+plan the reviewer rejected exits with 3 (it ends Cancelled and did nothing). Heavy
 imports happen inside the subcommand that needs them, so `--help` and the data checks start quickly.
 """
 
@@ -16,13 +17,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aoi_pipeline import __version__
 from aoi_pipeline.errors import AoiPipelineError
 
 EXIT_OK = 0
 EXIT_INVALID_INPUT = 1
+EXIT_USAGE = 2
+# `run` of a plan the reviewer rejected: nothing ran, which a script must not read as success.
+EXIT_REJECTED = 3
+
+
+class UsageError(AoiPipelineError):
+    """An argument the command cannot use; exits 2 with the usage, as argparse's own errors do."""
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -73,21 +81,19 @@ def _connect() -> None:
 
 def _terminal_approver(run_name: str) -> None:
     """On a terminal, offer to decide the paused run here as well as in the UI."""
-    from aoi_pipeline.control import decide, list_runs
+    from aoi_pipeline.control import decide, list_runs, waiting_plan
 
-    while True:
-        paused = [run for run in list_runs(limit=20, paused_only=True) if run.name == run_name]
-        if paused:
-            break
+    while not (paused := list_runs(limit=1, paused_only=True, run=run_name)):
         time.sleep(1.0)
-    print(f"\nRun {run_name} waits for approval: {paused[0].ui_url or ''}")
+    plan = waiting_plan(paused[0])
+    print(f"\nRun {run_name} waits for approval of plan {plan.plan_hash}: {plan.summary}\n  {paused[0].ui_url or ''}")
     answer = input("Type 'approve' or 'reject' (or approve in the UI): ").strip().lower()
     if answer not in ("approve", "reject"):
         print("No decision taken here; decide in the UI or with `aoi-pipeline approve`.")
         return
     reviewer = input("Reviewer name: ").strip() or os.environ.get("USER", "terminal")
     comment = input("Comment (optional): ").strip()
-    decide(paused[0].name, reviewer=reviewer, comment=comment, reject=answer == "reject")
+    decide(paused[0], reviewer=reviewer, comment=comment, reject=answer == "reject", plan_hash=plan.plan_hash)
 
 
 def run_pipeline(config: Any, *, yes: bool, run_name: str | None, reviewer: str) -> dict[str, Any]:
@@ -110,16 +116,21 @@ def run_pipeline(config: Any, *, yes: bool, run_name: str | None, reviewer: str)
         print("Approve in the Prefect UI or with: aoi-pipeline approve --latest --reviewer NAME")
     from flows.aoi_pipeline import aoi_pipeline
 
-    result = aoi_pipeline.with_options(flow_run_name=run_name)(
-        config=config, run_name=run_name, preapproved_plan_hash=preapproved, preapproved_by=reviewer
+    state = aoi_pipeline.with_options(flow_run_name=run_name)(
+        config=config, run_name=run_name, preapproved_plan_hash=preapproved, preapproved_by=reviewer, return_state=True
     )
+    if state.is_cancelled():
+        # A rejected plan ends the run Cancelled with "Rejected by <reviewer>: <comment>".
+        result: dict[str, Any] = {"status": "rejected", "message": state.message or "cancelled"}
+    else:
+        result = cast("dict[str, Any]", state.result())  # raises the run's error when it failed
     _print_result(result)
     return result
 
 
 def _print_result(result: dict[str, Any]) -> None:
     if result.get("status") == "rejected":
-        print(f"Plan {result['plan_hash']} rejected by {result['reviewer']}: nothing was written.")
+        print(f"Run cancelled. {result['message']}. Nothing was written.")
         return
     print(f"Run complete: {result['run_dir']}")
     print(f"  best model:      {result['best_model']} ({result['iteration']}, value {result['value']:.4g})")
@@ -132,8 +143,8 @@ def _print_result(result: dict[str, Any]) -> None:
 def _run(args: argparse.Namespace) -> int:
     from aoi_pipeline.config import load_config
 
-    run_pipeline(load_config(args.config), yes=args.yes, run_name=args.run_name, reviewer=args.reviewer)
-    return EXIT_OK
+    result = run_pipeline(load_config(args.config), yes=args.yes, run_name=args.run_name, reviewer=args.reviewer)
+    return EXIT_REJECTED if result.get("status") == "rejected" else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -154,7 +165,9 @@ def _demo(args: argparse.Namespace) -> int:
 
         print(f"Job containers left running: {len(running_job_containers())}")
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
-    if result.get("status") != "rejected" and result.get("run_dir"):
+    if result.get("status") == "rejected":
+        return EXIT_REJECTED
+    if result.get("run_dir"):
         for line in demo_story(Path(result["run_dir"]), str(result["iteration"])):
             print(line)
     return EXIT_OK
@@ -203,13 +216,33 @@ def _blocks_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _confirmed(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise UsageError.at(
+            "aoi-pipeline approve",
+            "cannot ask for confirmation: standard input is not a terminal",
+            "check the run and plan printed above, then repeat the command with --yes",
+        )
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
 def _approve(args: argparse.Namespace) -> int:
     _connect()
-    from aoi_pipeline.control import decide
+    from aoi_pipeline.control import decide, find_run, waiting_plan
 
-    run = None if args.latest else args.run
-    info = decide(run, reviewer=args.reviewer, comment=args.comment, reject=args.reject)
-    print(f"{'Rejected' if args.reject else 'Approved'} {info.name} ({info.id}) as {args.reviewer}")
+    info = find_run(None if args.latest else args.run)
+    plan = waiting_plan(info)
+    verb = "Reject" if args.reject else "Approve"
+    print(f"Run {info.name} ({info.id}) waits for approval of plan {plan.plan_hash}:")
+    print(f"  {plan.summary}")
+    if info.ui_url:
+        print(f"  {info.ui_url}")
+    if not args.yes and not _confirmed(f"{verb} plan {plan.plan_hash} of {info.name} as {args.reviewer}?"):
+        print("Nothing decided.")
+        return EXIT_INVALID_INPUT
+    decide(info, reviewer=args.reviewer, comment=args.comment, reject=args.reject, plan_hash=plan.plan_hash)
+    done = "Rejected" if args.reject else "Approved"
+    print(f"{done} {info.name} ({info.id}) plan {plan.plan_hash} as {args.reviewer}")
     return EXIT_OK
 
 
@@ -220,15 +253,34 @@ def _status(args: argparse.Namespace) -> int:
         print(describe_run_dir(Path(args.run)))
         return EXIT_OK
     _connect()
-    from aoi_pipeline.control import list_runs
+    from aoi_pipeline.control import LimitTooLarge, list_runs
 
-    runs = [run for run in list_runs(limit=args.limit) if not args.run or args.run in (run.name, str(run.id))]
+    try:
+        runs = list_runs(limit=args.limit, run=args.run)
+    except LimitTooLarge as error:
+        raise UsageError(*error.problems) from None
     if not runs:
+        if args.run:
+            raise AoiPipelineError.at(
+                f"run {args.run!r}", "is neither a run directory nor a run on this server", "check the name"
+            )
         print("No aoi-pipeline runs on this server yet.")
     for run in runs:
         started = run.started.strftime("%Y-%m-%d %H:%M:%S") if run.started else "not started"
         print(f"{run.name:24} {run.state:12} {started:20} {run.ui_url or run.id}")
+        if args.run and run.message:
+            print(f"  {run.message}")
     return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
 
 
 def _add_run_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -257,12 +309,13 @@ def _add_run_commands(subcommands: argparse._SubParsersAction) -> None:
     which.add_argument("--latest", action="store_true", help="the newest run waiting for approval")
     approve.add_argument("--reviewer", required=True, help="who decides (recorded)")
     approve.add_argument("--comment", default="", help="why (recorded)")
-    approve.add_argument("--reject", action="store_true", help="reject: the run ends and writes nothing")
+    approve.add_argument("--reject", action="store_true", help="reject: the run ends Cancelled and writes nothing")
+    approve.add_argument("--yes", action="store_true", help="decide without asking (the run and plan are printed)")
     approve.set_defaults(handler=_approve)
 
     status = subcommands.add_parser("status", help="recent runs, or one run directory's phases and events")
     status.add_argument("run", nargs="?", default=None, help="flow run name/id, or a run directory")
-    status.add_argument("--limit", type=int, default=10)
+    status.add_argument("--limit", type=_positive_int, default=10, help="how many recent runs to list (default 10)")
     status.set_defaults(handler=_status)
 
 
@@ -408,12 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "light", "absent") is None:
         args.light = ["SolderLight"]
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except UsageError as error:
+        parser.print_usage(sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except AoiPipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT

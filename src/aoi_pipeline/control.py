@@ -2,8 +2,10 @@
 
 Every function is synchronous and works the same in a script, a terminal and a Jupyter kernel (where
 Prefect's dual sync/async functions would otherwise hand back coroutines): each call runs Prefect's async
-client on a private event loop in a worker thread. `approve` reads the plan hash the paused run is waiting
-on from the form's own schema, so a reviewer never types it and can only decide on the plan that is shown.
+client on a private event loop in a worker thread. `waiting_plan` reads the plan a paused run waits on (hash
+and one-line summary, recorded by the gate before it paused), so a reviewer sees what a decision is about and
+never types a hash; the gate binds the decision to that plan. A run is found by name or id on the server,
+whatever its age.
 """
 
 from __future__ import annotations
@@ -17,11 +19,23 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
+from aoi_pipeline.approval import PLAN_INPUT_KEY
 from aoi_pipeline.errors import AoiPipelineError
 
 FLOW_NAME = "aoi-pipeline"
-GATE_KEY = "plan-approval"
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WaitingPlan:
+    """The plan a paused run waits on."""
+
+    plan_hash: str
+    summary: str
+
+
+class LimitTooLarge(AoiPipelineError):
+    """A listing asked the server for more runs than it returns at once."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,7 @@ class RunInfo:
     state_type: str
     started: datetime | None
     ui_url: str | None
+    message: str = ""
 
     @property
     def paused(self) -> bool:
@@ -48,53 +63,71 @@ def _in_thread(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(context.run, lambda: asyncio.run(factory())).result()
 
 
-async def _runs(limit: int, paused_only: bool) -> list[RunInfo]:
+async def _runs(limit: int, paused_only: bool, run: str | None) -> list[RunInfo]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterName,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.exceptions import PrefectHTTPStatusError
     from prefect.settings import PREFECT_UI_URL
 
-    run_filter = None
+    run_filter = FlowRunFilter()
     if paused_only:
-        run_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+        run_filter.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    if run is not None:
+        # By id or by name, on the server: a run of any age is found, not only among the newest.
+        try:
+            run_filter.id = FlowRunFilterId(any_=[UUID(run)])
+        except ValueError:
+            run_filter.name = FlowRunFilterName(any_=[run])
     async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
-            flow_run_filter=run_filter,
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=limit,
-        )
+        try:
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+                flow_run_filter=run_filter,
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=limit,
+            )
+        except PrefectHTTPStatusError as error:
+            if error.response.status_code != 422 or "limit" not in error.response.text:
+                raise
+            raise LimitTooLarge.at(
+                f"--limit {limit}", f"the server refused it: {error.response.json().get('detail')}", "ask for fewer"
+            ) from None
     ui = PREFECT_UI_URL.value()
     return [
         RunInfo(
-            id=run.id,
-            name=run.name,
+            id=found.id,
+            name=found.name,
             # A State's validator names it after its type, so a stored state always has a name.
-            state=cast(str, run.state.name) if run.state else "unknown",
-            state_type=run.state.type.value if run.state else "UNKNOWN",
-            started=run.start_time,
-            ui_url=f"{ui}/runs/flow-run/{run.id}" if ui else None,
+            state=cast(str, found.state.name) if found.state else "unknown",
+            state_type=found.state.type.value if found.state else "UNKNOWN",
+            started=found.start_time,
+            ui_url=f"{ui}/runs/flow-run/{found.id}" if ui else None,
+            message=(found.state.message or "") if found.state else "",
         )
-        for run in runs
+        for found in runs
     ]
 
 
-def list_runs(limit: int = 10, *, paused_only: bool = False) -> list[RunInfo]:
-    """The newest pipeline runs (or only those waiting for approval), newest first."""
-    return _in_thread(lambda: _runs(limit, paused_only))
+def list_runs(limit: int = 10, *, paused_only: bool = False, run: str | None = None) -> list[RunInfo]:
+    """The newest pipeline runs (or only those waiting for approval, or those named `run`), newest first."""
+    if limit < 1:
+        raise LimitTooLarge.at(f"--limit {limit}", "is below 1", "ask for at least one run")
+    return _in_thread(lambda: _runs(limit, paused_only, run))
 
 
 def find_run(run: str | None) -> RunInfo:
     """A paused run by id or name, or the newest paused run when `run` is None."""
-    paused = list_runs(limit=50, paused_only=True)
-    matches = [info for info in paused if run is None or run in (str(info.id), info.name)]
+    matches = list_runs(limit=1, paused_only=True, run=run)
     if not matches:
         what = "no pipeline run is waiting for approval" if run is None else f"no paused run {run!r}"
         raise AoiPipelineError.at(
@@ -105,18 +138,23 @@ def find_run(run: str | None) -> RunInfo:
     return matches[0]
 
 
-async def _waiting_plan_hash(run_id: UUID) -> str:
+async def _waiting_plan(run_id: UUID) -> WaitingPlan:
     from prefect.input.actions import read_flow_run_input
 
-    schema = await read_flow_run_input(f"paused-{GATE_KEY}-schema", flow_run_id=run_id)
+    bound = await read_flow_run_input(PLAN_INPUT_KEY, flow_run_id=run_id)
     try:
-        return str(schema["properties"]["plan_hash"]["default"])
+        return WaitingPlan(plan_hash=str(bound["plan_hash"]), summary=str(bound.get("summary", "")))
     except (TypeError, KeyError):
         raise AoiPipelineError.at(
             f"flow run {run_id}",
             "is paused, but not on the plan approval form",
             "resume it from the Prefect UI",
         ) from None
+
+
+def waiting_plan(run: RunInfo) -> WaitingPlan:
+    """The plan (hash and one-line summary) a paused run waits on."""
+    return _in_thread(lambda: _waiting_plan(run.id))
 
 
 async def _resume(run_id: UUID, run_input: dict[str, Any]) -> None:
@@ -126,18 +164,29 @@ async def _resume(run_id: UUID, run_input: dict[str, Any]) -> None:
     await cast("Coroutine[Any, Any, None]", resume_flow_run(run_id, run_input=run_input))
 
 
-def decide(run: str | None, *, reviewer: str, comment: str = "", reject: bool = False) -> RunInfo:
-    """Approve (or reject) the plan a paused run waits on; returns the run that was decided."""
+def decide(
+    run: str | RunInfo | None,
+    *,
+    reviewer: str,
+    comment: str = "",
+    reject: bool = False,
+    plan_hash: str | None = None,
+) -> RunInfo:
+    """Approve (or reject) the plan a paused run waits on; returns the run that was decided.
+
+    With `plan_hash`, the decision is taken only if the run still waits on exactly that plan.
+    """
     if not reviewer.strip():
         raise AoiPipelineError.at("--reviewer", "is empty", "give the reviewer's name; it is recorded")
-    info = find_run(run)
-    plan_hash = _in_thread(lambda: _waiting_plan_hash(info.id))
-    answer = {
-        "decision": "reject" if reject else "approve",
-        "reviewer": reviewer,
-        "comment": comment,
-        "plan_hash": plan_hash,
-    }
+    info = run if isinstance(run, RunInfo) else find_run(run)
+    waiting = waiting_plan(info)
+    if plan_hash is not None and plan_hash != waiting.plan_hash:
+        raise AoiPipelineError.at(
+            f"flow run {info.name}",
+            f"waits on plan {waiting.plan_hash}, not on {plan_hash}",
+            "check the plan the run shows and decide on that one",
+        )
+    answer = {"decision": "reject" if reject else "approve", "reviewer": reviewer, "comment": comment}
     try:
         _in_thread(lambda: _resume(info.id, answer))
     except RuntimeError as error:

@@ -38,27 +38,32 @@ class _FlowInThread:
     def __init__(self, config: Any, run_name: str) -> None:
         from flows.aoi_pipeline import aoi_pipeline
 
-        self.result: dict[str, Any] | None = None
+        self.state: Any = None
         self.error: BaseException | None = None
         flow = aoi_pipeline.with_options(flow_run_name=run_name)
         context = contextvars.copy_context()
 
         def target() -> None:
             try:
-                self.result = context.run(flow, config=config, run_name=run_name, approval_timeout_hours=0.1)
+                self.state = context.run(
+                    flow, config=config, run_name=run_name, approval_timeout_hours=0.1, return_state=True
+                )
             except BaseException as error:  # the test thread re-raises it
                 self.error = error
 
         self.thread = threading.Thread(target=target, daemon=True)
         self.thread.start()
 
-    def join(self) -> dict[str, Any]:
+    def join_state(self) -> Any:
         self.thread.join(timeout=240)
         assert not self.thread.is_alive(), "the flow did not finish"
         if self.error is not None:
             raise self.error
-        assert self.result is not None
-        return self.result
+        return self.state
+
+    def join(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.join_state().result()
+        return result
 
 
 def _wait_until_paused(run_name: str) -> None:
@@ -72,6 +77,21 @@ def _wait_until_paused(run_name: str) -> None:
     raise AssertionError(f"{run_name} never paused for approval")
 
 
+def _assert_paused_on_the_bound_plan(run_name: str, plan: str) -> None:
+    """The state message names the plan, the form has no hash to edit, the run holds the plan it waits on."""
+    from prefect.input.actions import read_flow_run_input
+
+    from aoi_pipeline.control import list_runs, waiting_plan
+
+    (info,) = list_runs(run=run_name)
+    assert info.message.startswith(f"Waiting for approval of plan {plan}: FAR < 50% at Recall=100% on "), info.message
+    waiting = waiting_plan(info)
+    assert waiting.plan_hash == plan and waiting.summary in info.message
+    schema = read_flow_run_input("paused-plan-approval-schema", flow_run_id=info.id)
+    assert set(schema["properties"]) == {"decision", "reviewer", "comment"}
+    assert set(schema["required"]) == {"decision", "reviewer"}
+
+
 def test_the_gate_holds_everything_until_approved_then_the_run_completes(
     tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any
 ) -> None:
@@ -82,6 +102,7 @@ def test_the_gate_holds_everything_until_approved_then_the_run_completes(
     before = _files(tiny_workspace)
     running = _FlowInThread(config, "run_gate_approve")
     _wait_until_paused("run_gate_approve")
+    _assert_paused_on_the_bound_plan("run_gate_approve", _plan_hash(config, "run_gate_approve"))
 
     assert not results.exists(), "something was written under the results root before approval"
     assert _files(tiny_workspace) == before, "the workspace changed before approval"
@@ -117,19 +138,22 @@ def test_the_gate_holds_everything_until_approved_then_the_run_completes(
     assert not (tiny_workspace / ".aoi-pipeline.lock").exists(), "the workspace lock was not released"
 
 
-def test_a_rejected_plan_ends_the_run_and_writes_nothing(
+def test_a_rejected_plan_ends_the_run_cancelled_and_writes_nothing(
     tiny_workspace: Path, tmp_path: Path, fake_runtime: Path, pipeline_config: Any
 ) -> None:
-    from aoi_pipeline.control import decide
+    from aoi_pipeline.control import decide, list_runs
 
     results = tmp_path / "results"
     before = _files(tiny_workspace)
     running = _FlowInThread(pipeline_config(tiny_workspace, results), "run_gate_reject")
     _wait_until_paused("run_gate_reject")
     decide("run_gate_reject", reviewer="bob", comment="wrong target", reject=True)
-    result = running.join()
+    state = running.join_state()
 
-    assert result == {"status": "rejected", "plan_hash": result["plan_hash"], "reviewer": "bob"}
+    assert state.is_cancelled(), state
+    assert state.message == "Rejected by bob: wrong target"
+    (info,) = list_runs(run="run_gate_reject")
+    assert (info.state_type, info.message) == ("CANCELLED", "Rejected by bob: wrong target")
     assert not results.exists()
     assert _files(tiny_workspace) == before
     assert _calls(fake_runtime) == []
@@ -197,7 +221,7 @@ def test_the_control_helpers_work_inside_a_running_event_loop_as_in_jupyter(
 
     runs = asyncio.run(notebook_cell())
     assert "run_notebook" in [run.name for run in runs]
-    assert running.join()["status"] == "rejected"
+    assert running.join_state().is_cancelled()
 
 
 def test_a_phase3_without_a_usable_trial_leaves_phase2s_best_standing(

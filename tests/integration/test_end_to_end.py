@@ -39,7 +39,7 @@ def _approve_when_paused(command: list[str], env: dict[str, str], run: subproces
     while time.monotonic() < deadline:
         assert run.poll() is None, f"the run ended before approval: {run.communicate()[0][-3000:]}"
         answer = subprocess.run(
-            [*command, "approve", "--latest", "--reviewer", "ci", "--comment", "end-to-end"],
+            [*command, "approve", "--latest", "--yes", "--reviewer", "ci", "--comment", "end-to-end"],
             env=env,
             capture_output=True,
             text=True,

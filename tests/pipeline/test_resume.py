@@ -30,7 +30,7 @@ def test_a_new_run_has_no_recorded_approval(layout):
 
 @pytest.mark.parametrize("decision", ["approve", "reject"])
 def test_the_recorded_decision_for_the_same_plan_is_returned(layout, decision):
-    form = ApprovalForm(decision=decision, reviewer="ana", comment="checked", plan_hash=HASH)
+    form = ApprovalForm(decision=decision, reviewer="ana", comment="checked")
     record = record_from_form(form, HASH)
     atomic_write_json(layout.approval, record.model_dump(mode="json"))
     assert recorded_approval(layout, HASH) == record

@@ -63,3 +63,24 @@ def test_blockers_and_warnings_lead_both_renderings() -> None:
     assert "- **where \\| here**: what. Fix: the fix" in report.markdown()
     assert "  - where | here: what\n    Fix: the fix" in report.text()
     assert report.text().index("careful") < report.text().index("1. Only")
+
+
+def test_the_summary_is_one_line_naming_target_workspace_phases_and_platform() -> None:
+    plan = {
+        "config": {
+            "workspace": "/data/ws",
+            "phase1": {"enabled": True, "recommendations": 4},
+            "deft": {"max_iterations": 1},
+            "phase3": {"enabled": False, "recommendations": 2},
+        },
+        "kpi_target": "FAR < 5% at Recall=100%",
+        "platform": "docker",
+        "runtime": "tao",
+        "gpus": {"count": 2, "per_job": 1},
+    }
+    report = PreflightReport(sections=(), blockers=(), warnings=(), plan=plan, plan_hash="0" * 16, run_name="run_x")
+
+    assert report.summary() == (
+        "FAR < 5% at Recall=100% on /data/ws; Phase 1 4 trials, DEFT up to 1 iteration, Phase 3 off; "
+        "docker platform, tao runtime, 2 GPUs"
+    )

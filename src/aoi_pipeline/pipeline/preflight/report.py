@@ -42,6 +42,24 @@ class PreflightReport:
             return f"READY FOR APPROVAL: plan {self.plan_hash}"
         return f"BLOCKED: {len(self.blockers)} problem(s) to fix before the run can be approved"
 
+    def summary(self) -> str:
+        """The plan in one line: the paused run's state message and `aoi-pipeline approve`'s prompt show it."""
+        config: dict[str, Any] = self.plan.get("config") or {}
+
+        def sweep(phase: str) -> str:
+            settings = config.get(phase) or {}
+            count = settings.get("recommendations", 0)
+            return f"{count} trial{'s' if count != 1 else ''}" if settings.get("enabled", True) else "off"
+
+        deft = (config.get("deft") or {}).get("max_iterations", 0)
+        gpus = (self.plan.get("gpus") or {}).get("count", 0)
+        return (
+            f"{self.plan.get('kpi_target') or 'no KPI target'} on {config.get('workspace', '?')}; "
+            f"Phase 1 {sweep('phase1')}, DEFT up to {deft} iteration{'s' if deft != 1 else ''}, "
+            f"Phase 3 {sweep('phase3')}; {self.plan.get('platform', '?')} platform, "
+            f"{self.plan.get('runtime', '?')} runtime, {gpus} GPU{'s' if gpus != 1 else ''}"
+        )
+
     def markdown(self) -> str:
         """The plan for the Prefect markdown artifact and the approval gate."""
         out = [f"# Pre-flight of {self.run_name}", "", f"**{self.status_line()}**", ""]
