@@ -23,6 +23,7 @@ from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.jobs.workpool import WorkPoolJobRunner, cancel_children, parent_tag
+from aoi_pipeline.pipeline.job_preview import pool_job_variables
 from aoi_pipeline.pipeline.job_runner import JobRunner, require_success
 
 _LAUNCHER_LOCK = threading.Lock()
@@ -90,7 +91,8 @@ class TaskJobRunner:
 
 def job_runner(config: PipelineConfig, pipeline_run_id: str | None) -> TaskJobRunner:
     """The runner for the config's platform: the local launcher, or a work-pool runner whose child runs carry
-    the pipeline run's tag and mount the workspace and results root at the same paths."""
+    the pipeline run's tag and mount the workspace and results root at the same paths (on Kubernetes: the
+    workspace volume at the workspace's path, with the job variables `jobs render` shows)."""
     if config.platform == "local":
         return TaskJobRunner()
     return TaskJobRunner(
@@ -100,6 +102,7 @@ def job_runner(config: PipelineConfig, pipeline_run_id: str | None) -> TaskJobRu
             tags=[parent_tag(pipeline_run_id)] if pipeline_run_id else [],
             cancel=CANCEL_ALL,
             log=_task_log,
+            variables=pool_job_variables(config),
         )
     )
 

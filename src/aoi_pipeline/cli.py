@@ -424,9 +424,10 @@ def _add_platform_commands(subcommands: argparse._SubParsersAction) -> None:
     pool_commands = pools.add_subparsers(dest="pools_command", required=True, metavar="{setup}")
     setup = pool_commands.add_parser(
         "setup",
-        help="create a platform's work pool and deployments; start a worker if none is online",
+        help="create a platform's work pool and deployments; start a worker if none is online (docker) or "
+        "print the command that starts one (kubernetes)",
     )
-    setup.add_argument("--platform", required=True, help="docker")
+    setup.add_argument("--platform", required=True, help="docker or kubernetes")
     setup.add_argument("--concurrency", type=int, default=None, help="the pool's concurrency limit (GPU budget)")
     setup.set_defaults(handler=_pools_setup)
 

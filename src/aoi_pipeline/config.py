@@ -29,8 +29,10 @@ DEFAULT_ANOMALYGEN_IMAGE = "nvcr.io/nvidia/paidf-anomalygen:1.0.1"
 # Where jobs can run: `local` (processes of the flow run) and the work-pool platforms whose base job template,
 # worker and `tao-job/<platform>` deployment exist. A platform joins this list when it is built; until then a
 # config naming it is refused rather than accepted and run somewhere else.
-PLATFORMS: tuple[str, ...] = ("local", "docker")
-PLANNED_PLATFORMS: tuple[str, ...] = ("kubernetes", "slurm")
+PLATFORMS: tuple[str, ...] = ("local", "docker", "kubernetes")
+PLANNED_PLATFORMS: tuple[str, ...] = ("slurm",)
+# Platforms whose GPUs live on nodes the pipeline's own machine does not see: `gpus: auto` means the pool's GPUs.
+REMOTE_GPU_PLATFORMS: tuple[str, ...] = ("kubernetes", "slurm")
 
 
 class _Strict(BaseModel):

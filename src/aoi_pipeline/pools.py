@@ -4,7 +4,10 @@
 base-job-template.json` (its registry credentials refer to the `aoi-registry` block when one exists) and the
 `local-process` pool the pipeline's own deployment runs on, deploys `aoi-pipeline/docker` and `tao-job/docker`
 from the checkout's `prefect.yaml`, and starts `prefect worker start --pool aoi-docker` in the background when
-no worker of the pool is online. It returns what it did, in words, so the command can say what it started.
+no worker of the pool is online. `setup_platform("kubernetes")` creates `aoi-kubernetes` from
+`deployments/kubernetes/base-job-template.json` the same way, but its worker belongs where the cluster is
+reachable, so it prints the exact worker command instead of starting one. It returns what it did, in words,
+so the command can say what it started.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from aoi_pipeline.errors import ConfigError
 
 PARENT_POOL = "local-process"
 # Platform -> (work pool, worker type). A platform joins when its template, worker and deployment exist.
-POOLS: dict[str, tuple[str, str]] = {"docker": ("aoi-docker", "docker")}
+POOLS: dict[str, tuple[str, str]] = {
+    "docker": ("aoi-docker", "docker"),
+    "kubernetes": ("aoi-kubernetes", "kubernetes"),
+}
+# Platforms whose worker must run where the cluster is reachable: the setup prints its command instead.
+REMOTE_WORKERS: dict[str, str] = {
+    "kubernetes": "in the cluster (a service account that may create Jobs and read pods) or with a kubeconfig "
+    "that reaches it, where prefect-kubernetes and aoi-pipeline are installed",
+}
 # Seconds between a worker's polls of its pool: Prefect's 10 s default would add ~5 s to every job.
 WORKER_QUERY_SECONDS = "1"
 _WORKER_ONLINE_TIMEOUT_S = 60.0
@@ -80,6 +91,9 @@ def setup_platform(platform: str, *, concurrency_limit: int | None = None, start
     setup.actions.append(f"deployed aoi-pipeline/{platform} and tao-job/{platform} from {root / 'prefect.yaml'}")
     if not start_worker:
         return setup
+    if platform in REMOTE_WORKERS:
+        setup.actions.append(remote_worker_instructions(platform))
+        return setup
     if _online_workers(pool):
         setup.actions.append(f"a worker of pool {pool} is already online: using it")
         return setup
@@ -89,6 +103,26 @@ def setup_platform(platform: str, *, concurrency_limit: int | None = None, start
         f"stop it with: kill -INT {setup.worker_pid}"
     )
     return setup
+
+
+def worker_command(platform: str) -> str:
+    """The exact command that starts the platform's worker (with this session's Prefect API URL)."""
+    from prefect.settings import PREFECT_API_URL
+
+    pool, worker_type = POOLS[platform]
+    api = PREFECT_API_URL.value()
+    prefix = f"PREFECT_API_URL={api} " if api else ""
+    return f"{prefix}prefect worker start --pool {pool} --type {worker_type}"
+
+
+def remote_worker_instructions(platform: str) -> str:
+    """What a user does to start a worker this machine cannot start: where, and the exact command."""
+    pool = POOLS[platform][0]
+    online = "a worker of the pool is online" if _online_workers(pool) else "no worker of the pool is online yet"
+    return (
+        f"{online}; this machine does not start one for pool {pool}: run it {REMOTE_WORKERS[platform]}:\n"
+        f"    {worker_command(platform)}"
+    )
 
 
 def _upsert_pool(name: str, worker_type: str, template: dict[str, Any] | None, limit: int | None) -> str:

@@ -28,6 +28,17 @@ def test_the_gpus_of_each_job(workspace, gpus, per_job, visible, expected):
     assert JobDefaults.from_config(config, visible_gpus=visible).gpus == expected
 
 
+def test_on_kubernetes_gpus_auto_gives_each_job_its_share_of_the_pools_gpus(workspace, monkeypatch):
+    from aoi_pipeline.jobs.gpu import GpuSlots
+
+    # This machine has no GPU; the cluster's nodes do.
+    monkeypatch.setattr(GpuSlots, "detect", classmethod(lambda cls, *a, **k: pytest.fail("GPUs probed here")))
+    config = make_config(workspace, gpus="auto", gpus_per_job=2).model_copy(update={"platform": "kubernetes"})
+
+    assert JobDefaults.from_config(config).gpus == 2
+    assert JobDefaults.from_config(config.model_copy(update={"gpus": 0})).gpus == 0
+
+
 def test_the_job_defaults_carry_the_image_runtime_and_timeout(workspace):
     context = make_context(workspace, RunLayout(workspace.root / "run"), job_timeout_minutes=1.5, runtime="tao")
     assert context.jobs == JobDefaults(image="registry.example/tao:pyt", runtime="tao", gpus=0, timeout_s=90.0)

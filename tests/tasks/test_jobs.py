@@ -96,3 +96,31 @@ def test_cancelling_stops_every_job_until_a_new_flow_run_allows_them_again():
         assert not job_tasks.CANCEL_ALL.is_set()
     finally:
         job_tasks.CANCEL_ALL.clear()
+
+
+def test_a_kubernetes_run_sends_each_job_with_the_job_variables_jobs_render_shows(tmp_path):
+    from aoi_pipeline.config import config_from_mapping
+    from aoi_pipeline.jobs.workpool import WorkPoolJobRunner
+    from aoi_pipeline.workers.kubernetes import job_variables
+
+    settings = {"namespace": "aoi", "workspace_pvc": "aoi-data", "env_secrets": ["aoi-credentials"]}
+    config = config_from_mapping({"workspace": str(tmp_path), "platform": "kubernetes", "kubernetes": settings})
+    job = TaoJob(name="t.train", action="train", image="tao:pyt", spec={}, results_dir=tmp_path / "t", gpus=2)
+
+    backend = job_tasks.job_runner(config, "parent-id").backend
+
+    assert isinstance(backend, WorkPoolJobRunner) and backend.deployment == "tao-job/kubernetes"
+    assert "aoi-parent:parent-id" in backend.tags
+    assert backend.variables(job) == job_variables(job, config)
+    assert backend.variables(job)["gpu_limit"] == 2 and "volumes" not in backend.variables(job)
+
+
+def test_a_docker_run_keeps_the_pools_common_job_variables(tmp_path):
+    from aoi_pipeline.config import config_from_mapping
+
+    config = config_from_mapping({"workspace": str(tmp_path), "platform": "docker"})
+    job = TaoJob(name="t.train", action="train", image="tao:pyt", spec={}, results_dir=tmp_path / "t", gpus=1)
+
+    variables = job_tasks.job_runner(config, None).backend.variables(job)
+
+    assert variables["device_requests"][0]["count"] == 1 and f"{tmp_path}:{tmp_path}" in variables["volumes"]

@@ -1,100 +1,27 @@
 """The prefect-kubernetes worker's API calls and our Job reading, against a Kubernetes API stand-in on 127.0.0.1.
 
-No real API server can run here, so a small aiohttp application answers the few endpoints involved: create a
-Job (as the API server does, it names it from generateName and gives it a uid), read a Job's status, list its
-pods by the `job-name` label, delete a Job. It stores objects verbatim and records every request; the tests set
-the Job's and pods' status to drive it through Running, Succeeded and Failed. What this cannot show is anything
-a real cluster adds: scheduling, GPU accounting, kubelet evictions, the Job controller.
+No real API server can run here, so a small aiohttp application (`kubernetes_stand_in`) answers the few
+endpoints involved: create a Job, read a Job's status, list its pods by the `job-name` label, delete a Job. It
+stores objects verbatim and records every request; the tests set the Job's and pods' status to drive it through
+Running, Succeeded and Failed. What this cannot show is anything a real cluster adds: scheduling, GPU
+accounting, kubelet evictions, the Job controller.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
+from kubernetes_stand_in import KubernetesStandIn, kubeconfig
 
 from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.workers.kubernetes import read_job_outcome, render_job_configuration
-
-
-class KubernetesStandIn:
-    """Jobs and pods in memory, behind the batch/v1 and core/v1 paths the worker and `read_job_outcome` call."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.pods: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
-        self._suffix = itertools.count(1)
-        self.app = web.Application(middlewares=[self._record])
-        jobs = "/apis/batch/v1/namespaces/{namespace}/jobs"
-        self.app.router.add_post(jobs, self._create_job)
-        self.app.router.add_get(jobs + "/{name}/status", self._read_job)
-        self.app.router.add_get(jobs + "/{name}", self._read_job)
-        self.app.router.add_delete(jobs + "/{name}", self._delete_job)
-        self.app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._list_pods)
-
-    @web.middleware
-    async def _record(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-        body = await request.json() if request.can_read_body else None
-        self.requests.append((request.method, request.path, dict(request.query), body))
-        return await handler(request)
-
-    async def _create_job(self, request: web.Request) -> web.Response:
-        namespace, body = request.match_info["namespace"], await request.json()
-        metadata = body.setdefault("metadata", {})
-        metadata.setdefault("name", f"{metadata.pop('generateName', 'job-')}s{next(self._suffix):04d}")
-        metadata.update(namespace=namespace, uid=str(uuid.uuid4()))
-        self.jobs[(namespace, metadata["name"])] = body
-        return web.json_response(body, status=201)
-
-    async def _read_job(self, request: web.Request) -> web.Response:
-        key = (request.match_info["namespace"], request.match_info["name"])
-        if key not in self.jobs:
-            return _not_found(key[1])
-        return web.json_response(self.jobs[key])
-
-    async def _delete_job(self, request: web.Request) -> web.Response:
-        key = (request.match_info["namespace"], request.match_info["name"])
-        if key not in self.jobs:
-            return _not_found(key[1])
-        self.jobs.pop(key)
-        self.pods.pop(key, None)
-        return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
-
-    async def _list_pods(self, request: web.Request) -> web.Response:
-        selector = request.query.get("labelSelector", "")
-        name = selector.removeprefix("job-name=") if selector.startswith("job-name=") else None
-        items = self.pods.get((request.match_info["namespace"], name), []) if name else []
-        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
-
-    def set_state(self, namespace: str, name: str, status: dict[str, Any], pods: list[dict[str, Any]]) -> None:
-        self.jobs[(namespace, name)]["status"] = status
-        labelled = [{**pod, "metadata": {**pod.get("metadata", {}), "labels": {"job-name": name}}} for pod in pods]
-        self.pods[(namespace, name)] = labelled
-
-
-def _not_found(name: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
-    return web.json_response({**body, "message": f'jobs.batch "{name}" not found'}, status=404)
-
-
-def kubeconfig(url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "stand-in", "cluster": {"server": url}}],
-        "users": [{"name": "tester", "user": {"token": "stand-in-token"}}],
-        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "tester"}}],
-        "current-context": "stand-in",
-    }
 
 
 async def _with_stand_in(tmp_path: Path, scenario: Callable[..., Awaitable[None]]) -> KubernetesStandIn:

@@ -248,3 +248,21 @@ def test_the_template_is_the_file_in_deployments() -> None:
         find_base_job_template()
         == Path(__file__).resolve().parents[2] / "deployments/kubernetes/base-job-template.json"
     )
+
+
+def test_a_job_with_mounts_of_this_machine_is_refused(tmp_path: Path) -> None:
+    from aoi_pipeline.jobs.job import Mount
+
+    config = config_for(tmp_path)
+    job = TaoJob(
+        name="j",
+        action="train",
+        image="i",
+        spec={},
+        results_dir=config.resolved_results_root / "j",
+        mounts=(Mount(tmp_path / "models", "/models"),),
+    )
+
+    with pytest.raises(ConfigError, match="mounts only the workspace volume") as refused:
+        job_variables(job, config)
+    assert refused.value.problems[0].where == "job j mounts"

@@ -14,7 +14,14 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from aoi_pipeline.config import AutomlSettings, DatasetSettings, DeftSettings, Images, PipelineConfig
+from aoi_pipeline.config import (
+    REMOTE_GPU_PLATFORMS,
+    AutomlSettings,
+    DatasetSettings,
+    DeftSettings,
+    Images,
+    PipelineConfig,
+)
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.spec import Spec
@@ -39,9 +46,14 @@ class JobDefaults:
 
     @classmethod
     def from_config(cls, config: PipelineConfig, *, visible_gpus: int | None = None) -> JobDefaults:
-        """`gpus: auto` means one job's share when GPUs are visible (detected unless given), else CPU."""
+        """`gpus: auto` means one job's share when GPUs are visible (detected unless given), else CPU.
+
+        On a platform whose GPUs are its nodes' (Kubernetes, Slurm), this machine's GPUs say nothing: the
+        pool's nodes have them, so `auto` gives each job its share.
+        """
         if visible_gpus is None:
-            visible_gpus = GpuSlots.detect().capacity
+            remote = config.platform in REMOTE_GPU_PLATFORMS
+            visible_gpus = config.gpus_per_job if remote else GpuSlots.detect().capacity
         if config.gpus == "auto":
             gpus = config.gpus_per_job if visible_gpus else 0
         else:

@@ -8,6 +8,8 @@ On a work pool the GPUs are the pool's nodes', not this machine's, so `gpus: aut
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,16 @@ def preview_job(config: PipelineConfig, action: str) -> TaoJob:
         image=action_image(config, action),
         uses_gpu=action not in _CPU_ACTIONS,
     )
+
+
+def pool_job_variables(config: PipelineConfig) -> Callable[[TaoJob], dict[str, Any]] | None:
+    """How a run's jobs become job variables where the platform's template has its own (Kubernetes: the same
+    function `render_job` renders with); None: the work pools' common ones (image, GPUs, same-path volumes)."""
+    if config.platform != "kubernetes":
+        return None
+    from aoi_pipeline.workers.kubernetes import job_variables
+
+    return functools.partial(job_variables, config=config)
 
 
 def render_job(config: PipelineConfig, action: str, platform: str, template: Path | None = None) -> dict[str, Any]:

@@ -81,6 +81,7 @@ def label_value(name: str) -> str:
 def job_variables(job: TaoJob, config: PipelineConfig) -> dict[str, Any]:
     """The job variables of the job's `tao-job/kubernetes` flow run; unset config keys keep the pool's defaults."""
     _check_results_on_workspace(config)
+    _check_no_extra_mounts(job)
     kube = config.kubernetes
     values: dict[str, Any] = {
         "name": kubernetes_name(job.name),
@@ -122,6 +123,16 @@ def _check_results_on_workspace(config: PipelineConfig) -> None:
             f"{results} lies outside the workspace {config.workspace}; on Kubernetes only the workspace volume "
             "is mounted into the job",
             "put results_root inside the workspace (or leave it unset)",
+        )
+
+
+def _check_no_extra_mounts(job: TaoJob) -> None:
+    if job.mounts:
+        listed = ", ".join(f"{mount.host} -> {mount.container}" for mount in job.mounts)
+        raise ConfigError.at(
+            f"job {job.name} mounts",
+            f"{listed}: a Kubernetes Job mounts only the workspace volume, not folders of this machine",
+            "put the files inside the workspace (they are then on the volume at the same path)",
         )
 
 

@@ -25,7 +25,7 @@ RUN_NAME = "run_20250101_000000"
 
 @pytest.fixture(autouse=True)
 def planned_platforms(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Configs may name the planned platforms (slurm, kubernetes), so their pre-flight rules are tested."""
+    """Configs may name the planned platforms (slurm), so their pre-flight rules are tested."""
     extended = tuple(dict.fromkeys([*config_module.PLATFORMS, *config_module.PLANNED_PLATFORMS]))
     monkeypatch.setattr(config_module, "PLATFORMS", extended)
 

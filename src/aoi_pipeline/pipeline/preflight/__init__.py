@@ -33,8 +33,10 @@ from aoi_pipeline.pipeline.preflight.checks.host import (
     check_publish_bucket,
     check_results_root,
     check_runtime,
+    platform_warnings,
 )
 from aoi_pipeline.pipeline.preflight.checks.images import check_images, used_images
+from aoi_pipeline.pipeline.preflight.checks.platform_settings import check_platform_settings
 from aoi_pipeline.pipeline.preflight.checks.specs import (
     batch_sizes,
     build_base_spec,
@@ -75,7 +77,7 @@ def run_preflight(
     """Run every read-only check of the three phases and return the nine-section plan; writes nothing."""
     env: Mapping[str, str] = os.environ if environ is None else environ
     answers = ask_probe(
-        probe or HostProbe(env),
+        probe or HostProbe(env, config=config),
         platform=config.platform,
         runtime_command=RUNTIME_COMMANDS[config.runtime],
         images=used_images(config).values(),
@@ -112,6 +114,8 @@ def _check(
     found += Findings.of(check_job_specs(config, workspace, layout, base, spaces))
     gpus, gpu_found = check_gpus(config, answers.gpus, sizes)
     found += gpu_found + Findings.of(check_platform(config.platform, answers.reachable))
+    found += Findings.of(warnings=platform_warnings(config.platform, answers.reachable))
+    found += Findings.of(check_platform_settings(config))
     found += Findings.of(check_runtime(config.runtime, answers.runtime_found))
     found += Findings.of(check_publish_bucket(config, answers.bucket))
     found += Findings.of(check_credentials(config, env)) + check_images(answers.images, env)

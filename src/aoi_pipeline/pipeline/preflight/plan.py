@@ -116,7 +116,8 @@ def host_lines(facts: PlanFacts) -> list[str]:
         lines.append(f"- Runtime: {config.runtime} (`{command}` {'found' if answers.runtime_found else 'MISSING'})")
     else:
         reachable, seen = answers.reachable
-        lines.append(f"- Platform: {config.platform}: {'reachable' if reachable else 'UNREACHABLE'} ({seen})")
+        shown = {True: "reachable", False: "UNREACHABLE", None: "UNKNOWN"}[reachable]
+        lines.append(f"- Platform: {config.platform}: {shown} ({seen})")
         lines.append(f"- Runtime: {config.runtime} (`{command}` inside the images)")
     timeout = config.job_timeout_minutes
     lines.append(f"- Job timeout: {f'{timeout:g} min per job' if timeout else 'none'}")

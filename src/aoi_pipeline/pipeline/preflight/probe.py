@@ -3,9 +3,10 @@
 `PlatformProbe` is the one interface the pre-flight asks through: the GPUs jobs may use, whether a command
 can start, whether a container image is present, whether a platform accepts jobs, the host's name, and
 whether the bucket a run publishes to answers. `HostProbe` answers from this machine (nvidia-smi through
-`jobs.gpu`, the PATH, `docker image inspect`, one registered reachability check per platform, and a HEAD on
-the publish bucket through its S3Bucket block); `StaticProbe` answers from fixed data, for tests and for
-showing a plan without touching the machine. A new platform adds its reachability check with
+`jobs.gpu`, the PATH, `docker image inspect`, one registered reachability check per platform (Kubernetes:
+read-only API requests about what the config's Jobs will reference), and a HEAD on the publish bucket
+through its S3Bucket block); `StaticProbe` answers from fixed data, for tests and for showing a plan without
+touching the machine. A new platform adds its reachability check with
 `@platform_check("name")`; nothing else in the pre-flight changes. `ask_probe` asks exactly the questions a
 plan needs and returns the answers the pure checks read.
 """
@@ -23,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from aoi_pipeline.config import REMOTE_GPU_PLATFORMS, PipelineConfig
 from aoi_pipeline.jobs.gpu import GpuInfo, detect_gpus
 
-Reachability = tuple[bool, str]
-"""Whether jobs can be submitted to a platform from here, and what was seen (shown in the plan)."""
+Reachability = tuple[bool | None, str]
+"""Whether jobs can be submitted to a platform from here (None: UNKNOWN, it could not be asked), and what was
+seen (shown in the plan)."""
 
 # Platforms whose GPUs live on nodes this machine does not see: the pre-flight does not probe them.
-REMOTE_GPU_PLATFORMS = ("kubernetes", "slurm")
 _PROBE_TIMEOUT_S = 20.0
 # A command counts as available only when it can start: the reference runtime imports torch, which only the
 # `reference` extra installs.
@@ -69,9 +71,17 @@ def platform_check(platform: str) -> Callable[[PlatformCheck], PlatformCheck]:
 class HostProbe:
     """The real probe: nvidia-smi, the PATH, `docker image inspect`, and the registered platform checks."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None, *, timeout_s: float = _PROBE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        timeout_s: float = _PROBE_TIMEOUT_S,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        """`config` tells a platform check what the run's jobs will need (Kubernetes: namespace, volume, Secrets)."""
         self.environ = os.environ if environ is None else environ
         self.timeout_s = timeout_s
+        self.config = config
 
     def gpus(self) -> list[GpuInfo]:
         """The GPUs jobs may use: nvidia-smi's list, narrowed by CUDA_VISIBLE_DEVICES when it is set."""
@@ -155,11 +165,15 @@ def _docker(host: HostProbe) -> Reachability:
 
 @platform_check("kubernetes")
 def _kubernetes(host: HostProbe) -> Reachability:
-    namespace = host.environ.get("TAO_K8S_NAMESPACE") or "default"
-    ok, seen = host.answers(["kubectl", "auth", "can-i", "create", "jobs", "-n", namespace], "{}")
-    if ok and seen.strip().lower() != "yes":
-        return False, f"kubectl may not create jobs in namespace {namespace} (answered {seen!r})"
-    return ok, f"kubectl may create jobs in namespace {namespace}" if ok else seen
+    """Read-only: the namespace, the workspace PVC (bound), GPU nodes and the Secrets the run's Jobs name;
+    whatever the API server does not answer or show is UNKNOWN (None), never OK."""
+    from aoi_pipeline.workers.kubernetes import load_base_job_template
+    from aoi_pipeline.workers.kubernetes_cluster import ClusterTargets, probe_cluster_now, summarize
+
+    if host.config is None:
+        return None, "the cluster was not asked: the probe was given no pipeline config"
+    targets = ClusterTargets.from_config(host.config, load_base_job_template())
+    return summarize(probe_cluster_now(targets, host.environ, timeout_s=host.timeout_s))
 
 
 @platform_check("slurm")

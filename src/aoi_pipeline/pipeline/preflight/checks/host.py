@@ -34,8 +34,9 @@ def check_results_root(config: PipelineConfig) -> list[Problem]:
 
 
 def check_platform(platform: str, reachable: Reachability | None) -> list[Problem]:
-    """A remote platform that cannot be reached blocks; None means local (nothing to reach)."""
-    if reachable is None or reachable[0]:
+    """A remote platform that cannot be reached blocks; None means local (nothing to reach). A platform that
+    could not be asked (UNKNOWN) blocks nothing by itself: `platform_warnings` shows it."""
+    if reachable is None or reachable[0] is not False:
         return []
     return [
         Problem(
@@ -44,6 +45,13 @@ def check_platform(platform: str, reachable: Reachability | None) -> list[Proble
             f"start or configure {platform} (see the README's platform section), or set platform: local",
         )
     ]
+
+
+def platform_warnings(platform: str, reachable: Reachability | None) -> list[str]:
+    """What the platform check could not find out: shown beside the plan as UNKNOWN, never as OK."""
+    if reachable is None or reachable[0] is not None:
+        return []
+    return [f"platform {platform}: UNKNOWN, could not be checked from here ({reachable[1]})"]
 
 
 def check_publish_bucket(config: PipelineConfig, reachable: Reachability | None) -> list[Problem]:

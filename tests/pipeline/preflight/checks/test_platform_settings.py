@@ -1,0 +1,58 @@
+"""Settings a platform would not honour are blockers; a platform that could not be asked is UNKNOWN, a warning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aoi_pipeline.pipeline.preflight import StaticProbe
+from aoi_pipeline.pipeline.preflight.checks.platform_settings import check_platform_settings
+
+
+def test_a_kubernetes_run_needs_its_results_inside_the_workspace(ws: Path, make_config, read) -> None:
+    outside = ws.parent / "elsewhere"
+
+    problems = check_platform_settings(make_config(ws, platform="kubernetes", results_root=str(outside)))
+
+    assert [problem.where for problem in problems] == ["pipeline config key results_root"]
+    assert str(outside) in problems[0].what and "mounts only the workspace volume" in problems[0].what
+    read.assert_actionable(problems)
+    assert check_platform_settings(make_config(ws, platform="kubernetes")) == []
+
+
+def test_a_gpu_total_is_refused_on_kubernetes_where_the_pool_sets_it(ws: Path, make_config, read) -> None:
+    problems = check_platform_settings(make_config(ws, platform="kubernetes", gpus=4))
+
+    assert [problem.where for problem in problems] == ["pipeline config key gpus"]
+    assert "concurrency limit" in problems[0].what and "gpus: auto" in problems[0].fix
+    assert check_platform_settings(make_config(ws, platform="kubernetes", gpus=0)) == []
+    assert check_platform_settings(make_config(ws, platform="local", gpus=0)) == []
+
+
+def test_a_kubernetes_section_is_refused_on_another_platform(ws: Path, make_config, preflight, read) -> None:
+    report = preflight(ws, platform="docker", kubernetes={"namespace": "aoi"})
+
+    found = read.blockers_at(report, "pipeline config key kubernetes")
+    assert found and "platform is 'docker'" in found[0].what
+    assert not read.blockers_at(preflight(ws, platform="kubernetes", kubernetes={"namespace": "aoi"}), "kubernetes")
+
+
+def test_a_platform_that_could_not_be_asked_is_unknown_and_warns_without_blocking(ws: Path, preflight, read) -> None:
+    probe = StaticProbe(reachability=(None, "namespace aoi: UNKNOWN (the API server did not answer)"))
+
+    report = preflight(ws, platform="kubernetes", probe=probe)
+
+    assert report.ok, report.blockers
+    assert "- Platform: kubernetes: UNKNOWN (namespace aoi: UNKNOWN (the API server did not answer))" in (
+        read.section(report, 1)
+    )
+    assert any(warning.startswith("platform kubernetes: UNKNOWN") for warning in report.warnings)
+
+
+def test_a_cluster_found_wrong_blocks_with_what_was_seen(ws: Path, preflight, read) -> None:
+    seen = "PVC aoi-workspace: WRONG (is Pending, not Bound; kubectl -n default describe pvc aoi-workspace)"
+
+    report = preflight(ws, platform="kubernetes", probe=StaticProbe(reachability=(False, seen)))
+
+    found = read.blockers_at(report, "platform kubernetes")
+    assert found and seen in found[0].what
+    assert not report.warnings or not any("UNKNOWN" in warning for warning in report.warnings)
