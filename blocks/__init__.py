@@ -6,9 +6,12 @@
 - the deliverables bucket (prefect-aws `S3Bucket`, default `aoi-deliverables`, with its `AwsCredentials`):
   where a finished run publishes its deliverable (`publish.bucket_block`; keys in
   `aoi_pipeline.pipeline.publish_blocks`).
+- `aoi-approval-notification` (a webhook or Slack notification block) and the automation that sends it a
+  message whenever a run pauses for approval (keys in `aoi_pipeline.pipeline.notify`).
 
 Sources, by key (environment variable, or the same key in a YAML file given to `aoi-pipeline blocks register
---file`): AOI_REGISTRY_URL, AOI_REGISTRY_USERNAME, AOI_REGISTRY_PASSWORD, NGC_API_KEY, and the S3 keys. A value
+--file`): AOI_REGISTRY_URL, AOI_REGISTRY_USERNAME, AOI_REGISTRY_PASSWORD, NGC_API_KEY, the S3 keys and the
+notification keys. A value
 is stored only in the block (Prefect encrypts block data); nothing here prints, logs or returns one.
 """
 
@@ -18,13 +21,18 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
+from aoi_pipeline.pipeline.notify import (
+    NOTIFY_SOURCE_KEYS,
+    check_notification_keys,
+    register_approval_notification,
+)
 from aoi_pipeline.pipeline.publish_blocks import S3_SOURCE_KEYS, missing_s3_keys, register_s3_blocks
 
 REGISTRY_BLOCK = "aoi-registry"
 REGISTRY_KEYS = ("AOI_REGISTRY_URL", "AOI_REGISTRY_USERNAME", "AOI_REGISTRY_PASSWORD")
 # Environment variable of a job -> the Secret block holding its value.
 SECRET_BLOCKS: dict[str, str] = {"NGC_API_KEY": "ngc-api-key"}
-SOURCE_KEYS = (*REGISTRY_KEYS, *SECRET_BLOCKS, *S3_SOURCE_KEYS)
+SOURCE_KEYS = (*REGISTRY_KEYS, *SECRET_BLOCKS, *S3_SOURCE_KEYS, *NOTIFY_SOURCE_KEYS)
 
 
 def secret_block_name(env_name: str) -> str:
@@ -37,6 +45,7 @@ def register(source: Mapping[str, str]) -> list[str]:
     from prefect.blocks.system import Secret
     from prefect_docker import DockerRegistryCredentials
 
+    check_notification_keys(source)
     saved: list[str] = []
     registry = {key: source.get(key) for key in REGISTRY_KEYS}
     if all(registry.values()):
@@ -51,7 +60,7 @@ def register(source: Mapping[str, str]) -> list[str]:
             # pydantic turns the text into a SecretStr; Prefect's Secret[T] signature leaves T unsolved here.
             Secret(value=source[env_name]).save(block, overwrite=True)  # type: ignore[arg-type]
             saved.append(block)
-    return saved + register_s3_blocks(source)
+    return saved + register_s3_blocks(source) + register_approval_notification(source)
 
 
 def missing_keys(source: Mapping[str, str]) -> dict[str, list[str]]:
