@@ -7,6 +7,7 @@ at its next uncommitted stage. No flow-level retries: a retried flow would pause
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from prefect import State, flow, get_run_logger
@@ -19,7 +20,8 @@ from aoi_pipeline.core.lock import WorkspaceLock
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.pipeline.context import RunContext
-from aoi_pipeline.pipeline.layout import RunLayout, new_run_name
+from aoi_pipeline.pipeline.hard_stop import phase_failures_recorded
+from aoi_pipeline.pipeline.layout import RunLayout, check_run_name, new_run_name
 from aoi_pipeline.pipeline.phases import PhaseBook, phase3_start
 from aoi_pipeline.pipeline.resume import recorded_approval
 from aoi_pipeline.pipeline.run_specs import workspace_base_spec
@@ -28,7 +30,7 @@ from flows.automl_sweep import automl_sweep
 from flows.deft_loop import deft_loop
 from tasks.gate import approval_gate
 from tasks.jobs import allow_jobs, cancel_running_jobs, job_runner, stop_local_jobs
-from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run
+from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run, stop_leftover_run_jobs
 from tasks.preflight import preflight
 from tasks.publish import publish_deliverable
 
@@ -59,11 +61,11 @@ def aoi_pipeline(
             f"set platform: {platform} in the config, or run the aoi-pipeline/{config.platform} deployment",
         )
     allow_jobs()
-    run_name = run_name or new_run_name()
+    run_name = check_run_name(run_name or new_run_name(), where="flow parameter run_name")
     report = preflight(config, run_name)
     if not report.ok:
         raise AoiPipelineError(report.blockers, summary="pre-flight found blockers: fix them and run again")
-    layout = RunLayout(config.resolved_results_root / run_name)
+    layout = RunLayout.for_run(config.resolved_results_root, run_name, where="flow parameter run_name")
     approval: ApprovalRecord = recorded_approval(layout, report.plan_hash) or approval_gate(
         description=report.markdown(),
         plan_hash=report.plan_hash,
@@ -79,9 +81,11 @@ def aoi_pipeline(
 
     ctx = RunContext.from_config(config, layout, job_runner(config, current_flow_run.id))
     base_spec = workspace_base_spec(config, ctx.workspace)
-    if not layout.approval.exists():
-        start_run(layout, approval, report.markdown(), base_spec)
+    # The lock comes before the run's first write: a refused second run leaves no trace in the results root.
     with WorkspaceLock(ctx.workspace.root, owner=f"aoi-pipeline {run_name}"):
+        if not layout.approval.exists():
+            start_run(layout, approval, report.markdown(), base_spec)
+        stop_leftover_run_jobs(layout)
         result = _run_phases(ctx, base_spec)
     result["published"] = publish_deliverable(config, layout)
     logger.info("deliverable: %s (%s)", result["best_model"], result["iteration"])
@@ -89,28 +93,36 @@ def aoi_pipeline(
 
 
 def _run_phases(ctx: RunContext, base_spec: Spec) -> dict[str, Any]:
-    """Phase 1, the 1->2 handoff, Phase 2, Phase 3 and the deployment handoff; finished phases are skipped."""
-    book = PhaseBook(ctx.layout)
-    phase1_best, winner = None, None
-    if ctx.phase1.enabled:
-        if book.pending("phase1"):
-            book.finish_phase1(automl_sweep(ctx, "phase1", base_spec), ctx.phase1.recommendations)
-        winner, phase1_best = book.phase1_winner()
-    if book.pending("handoff_1_2"):
-        if winner is not None:
-            handoff_1_2(ctx, base_spec, winner)
-        else:
-            ensure_run_state(ctx)
-        book.finish_handoff_1_2(phase1_enabled=ctx.phase1.enabled)
+    """Phase 1, the 1->2 handoff, Phase 2, Phase 3 and the deployment handoff; finished phases are skipped.
 
-    book.finish_phase2(deft_loop(ctx, base_spec))
+    A phase that fails is recorded as the run's hard stop (an error event with the reason and the fix)."""
+    book, layout = PhaseBook(ctx.layout), ctx.layout
+    phase1_best, winner = None, None
+    start_state = partial(ensure_run_state, ctx)
+    if ctx.phase1.enabled:
+        with phase_failures_recorded(layout, "phase1", start_state=start_state):
+            if book.pending("phase1"):
+                book.finish_phase1(automl_sweep(ctx, "phase1", base_spec), ctx.phase1.recommendations)
+            winner, phase1_best = book.phase1_winner()
+    if book.pending("handoff_1_2"):
+        with phase_failures_recorded(layout, "handoff_1_2", start_state=start_state):
+            if winner is not None:
+                handoff_1_2(ctx, base_spec, winner)
+            else:
+                ensure_run_state(ctx)
+            book.finish_handoff_1_2(phase1_enabled=ctx.phase1.enabled)
+
+    with phase_failures_recorded(layout, "phase2"):
+        book.finish_phase2(deft_loop(ctx, base_spec))
 
     if ctx.phase3.enabled and book.pending("phase3"):
-        start = phase3_start(ctx)
-        winner3 = automl_sweep(ctx, "phase3", start.base_spec, pretrained_model=start.checkpoint)
-        if winner3 is not None:  # else no usable refinement: Phase 2's best stands
-            register_phase3(ctx, winner3)
-        book.finish_phase3(start.warm_start, winner3)
+        with phase_failures_recorded(layout, "phase3"):
+            start = phase3_start(ctx)
+            winner3 = automl_sweep(ctx, "phase3", start.base_spec, pretrained_model=start.checkpoint)
+            if winner3 is not None:  # else no usable refinement: Phase 2's best stands
+                register_phase3(ctx, winner3)
+            book.finish_phase3(start.warm_start, winner3)
     if book.pending("handoff"):
-        book.finish_handoff(deployment_handoff(ctx.layout, phase1_best))
+        with phase_failures_recorded(layout, "handoff"):
+            book.finish_handoff(deployment_handoff(ctx.layout, phase1_best))
     return book.deliverable()

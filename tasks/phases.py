@@ -15,10 +15,12 @@ from prefect.cache_policies import NONE
 
 from aoi_pipeline.approval import ApprovalRecord
 from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.stages import BASELINE, Stage
 from aoi_pipeline.core.state import read_state
 from aoi_pipeline.pipeline import handoff, phases, run_steps
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
+from aoi_pipeline.pipeline.hard_stop import stage_failures_recorded
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.trials import TrialOutcome, run_trial
 
@@ -27,6 +29,13 @@ from aoi_pipeline.pipeline.trials import TrialOutcome, run_trial
 def start_run(layout: RunLayout, approval: ApprovalRecord, plan_markdown: str, base_spec: Spec) -> None:
     run_steps.start_run(layout, approval=approval, plan_markdown=plan_markdown, base_spec=base_spec)
     get_run_logger().info("run directory %s", layout.root)
+
+
+@task(name="stop-leftover-jobs", cache_policy=NONE)
+def stop_leftover_run_jobs(layout: RunLayout) -> None:
+    stopped = run_steps.stop_leftover_run_jobs(layout)
+    if stopped:
+        get_run_logger().warning("stopped jobs a killed run left running: %s", ", ".join(stopped))
 
 
 @task(name="trial", task_run_name="{phase}-trial-{number:03d}", cache_policy=NONE)
@@ -65,18 +74,21 @@ def handoff_1_2(ctx: RunContext, base_spec: Spec, winner: TrialOutcome) -> Path:
 
 @task(name="train-baseline", cache_policy=NONE)
 def train_baseline(ctx: RunContext, base_spec: Spec) -> Path:
-    return run_steps.train_baseline(ctx, base_spec)
+    with stage_failures_recorded(ctx.layout.root, BASELINE, Stage.TRAIN):
+        return run_steps.train_baseline(ctx, base_spec)
 
 
 @task(name="evaluate", task_run_name="evaluate-{label}", cache_policy=NONE)
 def evaluate(ctx: RunContext, label: str) -> None:
-    evaluation = evaluate_and_commit(ctx, label)
+    with stage_failures_recorded(ctx.layout.root, label, Stage.EVALUATE):
+        evaluation = evaluate_and_commit(ctx, label)
     get_run_logger().info(evaluation.summary(ctx.contract))
 
 
 @task(name="finalize-phase2", cache_policy=NONE)
 def finalize_phase2(layout: RunLayout, label: str, stop_reason: str) -> str:
-    return run_steps.finalize_phase2(layout, label=label, stop_reason=stop_reason).iteration
+    with stage_failures_recorded(layout.root, label, Stage.LOOP_STOP):
+        return run_steps.finalize_phase2(layout, label=label, stop_reason=stop_reason).iteration
 
 
 @task(name="register-phase3", cache_policy=NONE)

@@ -6,7 +6,8 @@ separates PASS from defects with a margin set by `train.optim.lr` (so trials dif
 procedural SDG; embed writes unit vectors of the downsampled test image, so similar images are near.
 Every call is appended to the file named by FAKE_RUNTIME_CALLS, so tests can assert what was (or was not)
 launched; FAKE_RUNTIME_FAIL=<action> makes that action fail like a program error, FAKE_RUNTIME_SLEEP=<action>:<s>
-makes that action take that long (to catch a job while it runs). Like a careless runtime, it prints the
+makes that action take that long (to catch a job while it runs), FAKE_RUNTIME_HANG=<part of a spec path> makes
+that one job hang after writing its pid to FAKE_RUNTIME_HANG_MARK. Like a careless runtime, it prints the
 NGC_API_KEY it was given, so tests can check that the launcher redacts it.
 """
 
@@ -97,11 +98,21 @@ def _embed(spec: dict) -> None:
             writer.writerow({"row_index": index, **row})
 
 
+def _hang_if_asked(spec_path: str) -> None:
+    """FAKE_RUNTIME_HANG=<part of the spec path>: that job writes its pid to FAKE_RUNTIME_HANG_MARK and hangs,
+    so a test can kill the run in the middle of it."""
+    part, mark = os.environ.get("FAKE_RUNTIME_HANG"), os.environ.get("FAKE_RUNTIME_HANG_MARK")
+    if part and mark and part in spec_path:
+        Path(mark).write_text(str(os.getpid()), encoding="utf-8")
+        time.sleep(600)
+
+
 def main(argv: list[str]) -> int:
     action, spec_path = argv[0], argv[2]
     _record(action, spec_path)
     if os.environ.get("NGC_API_KEY"):
         print(f"using NGC key {os.environ['NGC_API_KEY']}")
+    _hang_if_asked(spec_path)
     slow_action, _, seconds = os.environ.get("FAKE_RUNTIME_SLEEP", "").partition(":")
     if slow_action == action:
         time.sleep(float(seconds))

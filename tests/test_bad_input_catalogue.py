@@ -26,7 +26,7 @@ from aoi_pipeline.config import load_config
 from aoi_pipeline.core.dataset import read_dataset_csv
 from aoi_pipeline.core.dataset_validation import validate_dataset
 from aoi_pipeline.core.leakage import CsvInRoot, assert_no_leakage
-from aoi_pipeline.core.lock import WorkspaceLock
+from aoi_pipeline.core.lock import WorkspaceLock, check_unlocked
 from aoi_pipeline.core.metric_result import evaluate_inference_csv
 from aoi_pipeline.core.metric_target import parse_target
 from aoi_pipeline.core.mining_pool import resolve_mining_pool
@@ -35,6 +35,7 @@ from aoi_pipeline.core.spec.overrides import apply_overrides
 from aoi_pipeline.core.spec.validation import validate_spec
 from aoi_pipeline.core.spec.yaml_io import load_spec
 from aoi_pipeline.core.state import STATE_FILE, StageCommit, commit_stage, init_state, read_state
+from aoi_pipeline.core.workspace import check_workspace
 from aoi_pipeline.errors import (
     AoiPipelineError,
     ConfigError,
@@ -45,6 +46,7 @@ from aoi_pipeline.errors import (
     StateError,
     WorkspaceLockedError,
 )
+from aoi_pipeline.pipeline.layout import RunLayout, check_run_name
 
 TARGET = "FAR < 5% at Recall=100%"
 
@@ -727,7 +729,7 @@ def _(scene: Scene) -> None:
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from aoi_pipeline.core.lock import WorkspaceLock
+from aoi_pipeline.core.lock import WorkspaceLock, check_unlocked
 WorkspaceLock(Path(sys.argv[1]), owner="nightly run").acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -956,6 +958,122 @@ def _(scene: Scene) -> None:
 )
 def _(scene: Scene) -> None:
     write_spec(scene, {"train.num_epochs": 10**12})
+
+
+# ------------------------------------------------------------------------ run names, lock, run-owned keys
+
+
+@case(
+    "run name that climbs out of the results root",
+    lambda scene: RunLayout.for_run(scene.root / "results", "../../x", where="--run-name"),
+    ConfigError,
+    "--run-name",
+    "'../../x' is not a run name",
+    "give a plain name",
+)
+def _(scene: Scene) -> None:
+    pass
+
+
+@case(
+    "absolute run name",
+    lambda scene: check_run_name(str(scene.root / "elsewhere"), where="flow parameter run_name"),
+    ConfigError,
+    "flow parameter run_name",
+    "no absolute path",
+)
+def _(scene: Scene) -> None:
+    pass
+
+
+@case(
+    "run name of two path components",
+    lambda scene: check_run_name("nightly/run_1", where="approve RUN"),
+    ConfigError,
+    "approve RUN",
+    "'nightly/run_1' is not a run name",
+)
+def _(scene: Scene) -> None:
+    pass
+
+
+@case(
+    "workspace locked by a live run, checked before any write",
+    lambda scene: check_unlocked(scene.ws.root),
+    WorkspaceLockedError,
+    ".aoi-pipeline.lock",
+    "in use by pid $pid",
+    "kill $pid",
+)
+def _(scene: Scene) -> None:
+    child = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(scene.ws.root)], stdout=subprocess.PIPE, text=True)
+    scene.children.append(child)
+    assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+    scene.values["pid"] = str(child.pid)
+
+
+@case(
+    "results_dir spec override the pipeline would ignore",
+    load_pipeline_config,
+    ConfigError,
+    "pipeline.yaml key spec_overrides",
+    "results_dir is set by the pipeline for every job",
+    "remove that override",
+)
+def _(scene: Scene) -> None:
+    text = "workspace: ws\nspec_overrides: ['results_dir=/tmp/outside']\n"
+    (scene.root / "pipeline.yaml").write_text(text, encoding="utf-8")
+
+
+@case(
+    "phase train.results_dir spec override",
+    load_pipeline_config,
+    ConfigError,
+    "pipeline.yaml key phase3.spec_overrides",
+    "train.results_dir is set by the pipeline",
+)
+def _(scene: Scene) -> None:
+    text = "workspace: ws\nphase3:\n  spec_overrides: ['train.results_dir=../../x']\n"
+    (scene.root / "pipeline.yaml").write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------ image folders
+
+
+@case(
+    "symbolic-link loop under images/ on a CSV's path",
+    lambda scene: check_workspace(scene.ws.root),
+    DatasetError,
+    "$loop: is a symbolic-link loop",
+    "replace the link",
+)
+def _(scene: Scene) -> None:
+    scene.ws.write_valid()
+    board = scene.ws.images / "b1"
+    for path in sorted(board.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    board.rmdir()
+    board.symlink_to("b1")
+    scene.values["loop"] = str(board / "test")
+
+
+@case(
+    "one colour image among grey ones",
+    lambda scene: check_workspace(scene.ws.root),
+    DatasetError,
+    "images (grey and colour mixed)",
+    "$colour (RGB, $csv row 2)",
+    "convert the colour images to grey",
+)
+def _(scene: Scene) -> None:
+    from PIL import Image
+
+    scene.ws.write_valid()
+    for path in scene.ws.images.rglob("*.jpg"):
+        Image.new("L", (4, 4), 90).save(path, format="JPEG")
+    colour = scene.ws.images / "b1" / "test" / "T01_SolderLight.jpg"
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(colour, format="JPEG")
+    scene.values.update(colour=str(colour), csv=str(scene.train_csv))
 
 
 # ------------------------------------------------------------------------------------------------ tests

@@ -395,3 +395,55 @@ def test_status_with_a_limit_below_one_is_an_argument_error(limit, capsys):
         main(["status", "--limit", limit])
     assert exited.value.code == 2
     assert "--limit" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- run names and the workspace lock
+
+
+def _run_config(tiny_ws: Any, tmp_path: Path) -> Path:
+    tiny_ws.write_valid()
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"workspace: {tiny_ws.root}\n", encoding="utf-8")
+    return config
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/aoi-outside", "a/b", ".."])
+def test_run_with_an_unsafe_run_name_exits_1_in_one_line_and_writes_nothing(tiny_ws, tmp_path, capsys, name) -> None:
+    config = _run_config(tiny_ws, tmp_path)
+    before = _tree(tmp_path)
+
+    code, out, err = run(capsys, "run", "--config", config, "--yes", "--run-name", name)
+
+    assert (code, out) == (1, "")
+    assert err.startswith("error: --run-name: ") and "Fix:" in err and len(err.strip().splitlines()) == 1
+    assert _tree(tmp_path) == before
+    assert not Path("/tmp/aoi-outside").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("approve", "../../x", "--reviewer", "r"), ("status", "../../x"), ("publish", "../../x")],
+)
+def test_commands_that_take_a_run_name_refuse_an_unsafe_one(capsys, argv) -> None:
+    code, out, err = run(capsys, *argv)
+
+    assert (code, out) == (1, "")
+    assert "is not a run name" in err and "Traceback" not in err
+
+
+def test_run_on_a_locked_workspace_is_refused_in_one_line_before_anything_is_written(tiny_ws, tmp_path, capsys) -> None:
+    from aoi_pipeline.core.lock import WorkspaceLock
+
+    config = _run_config(tiny_ws, tmp_path)
+    before = _tree(tmp_path)
+    with WorkspaceLock(tiny_ws.root, owner="aoi-pipeline run_first"):
+        code, out, err = run(capsys, "run", "--config", config, "--yes", "--run-name", "run_second")
+        assert _tree(tmp_path) == before | {"ws/.aoi-pipeline.lock"}
+
+    assert (code, out) == (1, "")
+    assert len(err.strip().splitlines()) == 1 and "run_first" in err and "Traceback" not in err
+    assert not (tiny_ws.root / "results").exists()

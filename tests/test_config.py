@@ -277,3 +277,25 @@ def test_a_duplicated_key_is_a_config_error(tmp_path: Path) -> None:
     error = refusal(path)
 
     assert "phase1" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"spec_overrides": ["results_dir=/tmp/elsewhere"]}, "spec_overrides"),
+        ({"spec_overrides": ["train.results_dir=/tmp/elsewhere"]}, "spec_overrides"),
+        ({"phase1": {"spec_overrides": ["inference.results_dir=/x"]}}, "phase1.spec_overrides"),
+        ({"phase3": {"spec_overrides": [" evaluate.results_dir = /x"]}}, "phase3.spec_overrides"),
+    ],
+)
+def test_a_results_dir_override_the_pipeline_would_ignore_is_refused(tmp_path: Path, changes, key) -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping({"workspace": str(tmp_path), **changes})
+    problem = refused.value.problems[0]
+    assert problem.where == f"pipeline config key {key}"
+    assert "results_dir is set by the pipeline" in problem.what and "remove that override" in problem.fix
+
+
+def test_other_spec_overrides_are_kept(tmp_path: Path) -> None:
+    config = config_from_mapping({"workspace": str(tmp_path), "spec_overrides": ["train.num_epochs=3"]})
+    assert config.spec_overrides == ("train.num_epochs=3",)

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from aoi_pipeline import __version__
 from aoi_pipeline.errors import AoiPipelineError
+from aoi_pipeline.pipeline.layout import check_run_name
 
 EXIT_OK = 0
 EXIT_INVALID_INPUT = 1
@@ -98,11 +99,15 @@ def _terminal_approver(run_name: str) -> None:
 
 def run_pipeline(config: Any, *, yes: bool, run_name: str | None, reviewer: str) -> dict[str, Any]:
     """Run the flow in this process; with `yes`, pre-approve exactly the plan the pre-flight shows now."""
+    from aoi_pipeline.core.lock import check_unlocked
+    from aoi_pipeline.pipeline.layout import check_run_name, new_run_name
+
+    run_name = check_run_name(run_name, where="--run-name") if run_name is not None else new_run_name()
+    if Path(config.workspace).is_dir():
+        check_unlocked(Path(config.workspace))  # refused in one line, before a server starts or a file is written
     _connect()
-    from aoi_pipeline.pipeline.layout import new_run_name
     from aoi_pipeline.pipeline.preflight import run_preflight
 
-    run_name = run_name or new_run_name()
     preapproved = None
     if yes:
         report = run_preflight(config, run_name=run_name)
@@ -227,10 +232,11 @@ def _confirmed(question: str) -> bool:
 
 
 def _approve(args: argparse.Namespace) -> int:
+    run = None if args.latest else check_run_name(args.run, where="approve RUN (flow run id or name)")
     _connect()
     from aoi_pipeline.control import decide, find_run, waiting_plan
 
-    info = find_run(None if args.latest else args.run)
+    info = find_run(run)
     plan = waiting_plan(info)
     verb = "Reject" if args.reject else "Approve"
     print(f"Run {info.name} ({info.id}) waits for approval of plan {plan.plan_hash}:")
@@ -252,6 +258,8 @@ def _status(args: argparse.Namespace) -> int:
 
         print(describe_run_dir(Path(args.run)))
         return EXIT_OK
+    if args.run is not None:
+        check_run_name(args.run, where="status RUN (flow run name or id, or a run directory)")
     _connect()
     from aoi_pipeline.control import LimitTooLarge, list_runs
 

@@ -82,6 +82,18 @@ class SearchParameter(_Strict):
         return self
 
 
+def _no_run_owned_keys(overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse overrides of a key the pipeline sets for every job: accepted, they would be silently ignored."""
+    for text in overrides:
+        key = str(text).partition("=")[0].strip()
+        if key == "results_dir" or key.endswith(".results_dir"):
+            raise ValueError(
+                f"{key} is set by the pipeline for every job (each job writes into its own folder of the run "
+                "directory, <results_root>/<run name>/), so this override would be ignored"
+            )
+    return overrides
+
+
 class AutomlSettings(_Strict):
     """Budget and search space of one AutoML phase (Phase 1 or Phase 3)."""
 
@@ -95,6 +107,11 @@ class AutomlSettings(_Strict):
     search_space: dict[str, SearchParameter | None] = Field(default_factory=dict)
     # Dotted spec overrides applied to every trial (e.g. image size for a quick run).
     spec_overrides: tuple[str, ...] = ()
+
+    @field_validator("spec_overrides")
+    @classmethod
+    def _overrides(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _no_run_owned_keys(value)
 
 
 class DeftSettings(_Strict):
@@ -188,6 +205,11 @@ class PipelineConfig(_Strict):
     estimates: Estimates = Estimates()
     publish: PublishSettings | None = None
 
+    @field_validator("spec_overrides")
+    @classmethod
+    def _overrides(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _no_run_owned_keys(value)
+
     @field_validator("platform")
     @classmethod
     def _built_platform(cls, value: str) -> str:
@@ -232,6 +254,8 @@ def _fix_for(error: dict[str, Any]) -> str:
         return "remove the key or correct its spelling (see the documented keys in README.md)"
     if error["type"] == "missing":
         return "add the key"
+    if error["loc"] and error["loc"][-1] == "spec_overrides":
+        return "remove that override; set results_root to move the run directories (inside the workspace)"
     return "correct the value"
 
 

@@ -202,3 +202,18 @@ def test_concurrent_reclaimers_of_one_stale_lock_produce_exactly_one_winner(tmp_
     assert len(winners) == 1
     assert read_lock(tmp_path).owner == winners[0]
     assert sorted(os.listdir(tmp_path)) == [LOCK]
+
+
+def test_check_unlocked_refuses_while_a_live_run_holds_the_lock_and_writes_nothing(tmp_path: Path) -> None:
+    from aoi_pipeline.core.lock import check_unlocked, live_holder
+
+    check_unlocked(tmp_path)
+    assert list(tmp_path.iterdir()) == [] and live_holder(tmp_path) is None
+    with WorkspaceLock(tmp_path, owner="first run"):
+        before = (tmp_path / ".aoi-pipeline.lock").read_bytes()
+        with pytest.raises(WorkspaceLockedError, match="first run"):
+            check_unlocked(tmp_path)
+        assert (tmp_path / ".aoi-pipeline.lock").read_bytes() == before
+        holder = live_holder(tmp_path)
+        assert holder is not None and holder.owner == "first run"
+    check_unlocked(tmp_path)

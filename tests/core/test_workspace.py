@@ -205,3 +205,28 @@ def test_the_deeppcb_workspace_passes_with_the_counts_of_its_readme():
     assert report.pool_rows == 9623
     # "Boards never straddle two files."
     assert report.leakage == dict.fromkeys(ALL_PAIRS, 0)
+
+
+def test_an_unreferenced_symlink_loop_under_images_is_a_note_not_a_missing_image_root(tiny_ws) -> None:
+    tiny_ws.write_valid()
+    (tiny_ws.images / "loop").symlink_to("loop")
+
+    report = check_workspace(tiny_ws.root)
+
+    assert any(f"{tiny_ws.images / 'loop'} is a symbolic-link loop" in note for note in report.notes)
+
+
+def test_a_symlink_loop_on_a_csv_path_is_a_problem_naming_it_not_a_crash(tiny_ws) -> None:
+    tiny_ws.write_valid()
+    kpi_board = tiny_ws.images / "b3"
+    for path in sorted(kpi_board.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    kpi_board.rmdir()
+    kpi_board.symlink_to("b3")
+
+    with pytest.raises(DatasetError) as refused:
+        check_workspace(tiny_ws.root)
+
+    loops = [p for p in refused.value.problems if "symbolic-link loop" in p.what]
+    assert {p.where for p in loops} == {str(kpi_board / "test"), str(kpi_board / "golden")}
+    assert all("replace the link" in p.fix for p in loops)

@@ -244,3 +244,65 @@ def test_a_pool_emptied_after_approval_is_a_hard_stop_at_routing(
     failure = state["events"][-1]
     assert (failure["iter"], failure["stage"], failure["status"]) == ("iter1", "routing", "error")
     assert "HARD STOP" in failure["summary"]
+
+
+@pytest.mark.parametrize(
+    ("phase1_enabled", "failing", "stage", "phase"),
+    [
+        (False, "train", "train", "phase2"),
+        (False, "inference", "evaluate", "phase2"),
+        (True, "train", "train", "phase1"),
+    ],
+)
+def test_a_failure_in_any_phase_is_a_recorded_hard_stop_with_reason_and_fix(
+    tiny_workspace: Path,
+    fake_runtime: Path,
+    pipeline_config: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    phase1_enabled: bool,
+    failing: str,
+    stage: str,
+    phase: str,
+) -> None:
+    results = tiny_workspace / "results"
+    small = {"recommendations": 1, "parallel": 1, "num_epochs": 1, "batch_size": 4, "enabled": phase1_enabled}
+    config = _loop_config(pipeline_config, tiny_workspace, results, phase1=small, deft={"max_iterations": 0})
+    run_name = f"run_fail_{failing}_{phase}"
+    monkeypatch.setenv("FAKE_RUNTIME_FAIL", failing)
+    with pytest.raises(AoiPipelineError):
+        _run(config, run_name)
+
+    state = _state(results, run_name)
+    assert state["status"] == "failed"
+    failure = state["events"][-1]
+    assert (failure["iter"], failure["stage"], failure["status"]) == ("baseline", stage, "error")
+    assert failure["details"]["phase"] == phase and failure["details"]["fix"]
+    report = (results / run_name / "DEFT_Loop_Report.html").read_text()
+    assert f"hard stop at baseline/{stage}" in report and failure["details"]["reason"][:40] in report
+    pipeline_state = json.loads((results / run_name / "pipeline_state.json").read_text())
+    assert pipeline_state["phases"][phase]["status"] == "failed"
+
+
+def test_a_workspace_locked_after_the_preflight_is_refused_before_the_run_writes_anything(
+    tiny_workspace: Path, fake_runtime: Path, pipeline_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.aoi_pipeline
+    from aoi_pipeline.core.lock import WorkspaceLock
+    from aoi_pipeline.errors import WorkspaceLockedError
+
+    results = tiny_workspace / "results"
+    config = _loop_config(pipeline_config, tiny_workspace, results)
+    other = WorkspaceLock(tiny_workspace, owner="aoi-pipeline run_other")
+    gate = flows.aoi_pipeline.approval_gate
+
+    def approve_while_another_run_starts(**kwargs: Any) -> Any:
+        other.acquire()  # another run takes the workspace while this one waits at the gate
+        return gate(**kwargs)
+
+    monkeypatch.setattr(flows.aoi_pipeline, "approval_gate", approve_while_another_run_starts)
+    try:
+        with pytest.raises(WorkspaceLockedError, match="run_other"):
+            _run(config, "run_second")
+    finally:
+        other.release()
+    assert not (results / "run_second").exists()

@@ -120,3 +120,25 @@ def test_a_field_json_cannot_hold_leaves_the_record_as_it_was(layout):
         record.mark("phase2", "complete", value=float("nan"))
     assert layout.pipeline_state.read_bytes() == before
     assert sorted(path.name for path in layout.root.iterdir()) == [PIPELINE_STATE_FILE]
+
+
+BAD_RUN_NAMES = ["../../x", "..", "/tmp/x", "a/b", "", ".hidden", "run 1", "run\n1", "x" * 101, "ok..no", "-flag"]
+
+
+@pytest.mark.parametrize("name", BAD_RUN_NAMES)
+def test_a_run_name_that_is_not_one_safe_path_component_is_refused_with_place_and_fix(name: str, tmp_path: Path):
+    from aoi_pipeline.errors import ConfigError
+    from aoi_pipeline.pipeline.layout import check_run_name
+
+    with pytest.raises(ConfigError) as refused:
+        RunLayout.for_run(tmp_path / "results", name, where="--run-name")
+    problem = refused.value.problems[0]
+    assert problem.where == "--run-name" and "not a run name" in problem.what and "run_20260101" in problem.fix
+    with pytest.raises(ConfigError):
+        check_run_name(name)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["run_20250101_000000", "nightly-3.a", "7", "0b5e9e5c-2f5c-4f4f-9d4e-0c1d2e3f4a5b"])
+def test_a_plain_run_name_or_flow_run_id_names_a_folder_under_the_results_root(name: str, tmp_path: Path):
+    assert RunLayout.for_run(tmp_path / "results", name).root == tmp_path / "results" / name

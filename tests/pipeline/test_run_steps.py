@@ -104,3 +104,31 @@ def test_finalize_phase2_hands_off_the_baseline_and_phase3_warm_starts_from_it(w
     assert label == BASELINE
     assert checkpoint == layout.train_dir(BASELINE) / "model_epoch_001_step_00010.pth"
     assert spec_path == layout.iteration_spec(BASELINE)
+
+
+def test_a_resume_stops_a_live_leftover_job_at_any_depth_of_the_run_directory(layout, tmp_path):
+    """The mining stage redoes its work in a fresh folder, so only a sweep of the whole run finds its old job."""
+    import json
+    import subprocess
+    import sys
+
+    from aoi_pipeline.jobs.process_group import group_alive
+    from aoi_pipeline.pipeline.run_steps import stop_leftover_run_jobs
+
+    job_dir = layout.root / "iter1" / "mining_results" / "2026-01-01_000000" / "target_embeddings"
+    job_dir.mkdir(parents=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], cwd=job_dir, start_new_session=True
+    )
+    try:
+        (job_dir / "job.json").write_text(json.dumps({"state": "running", "external_id": f"pid:{process.pid}"}))
+        finished = layout.root / "baseline" / "train"
+        finished.mkdir(parents=True)
+        (finished / "job.json").write_text(json.dumps({"state": "success", "external_id": "pid:1"}))
+
+        assert stop_leftover_run_jobs(layout) == ["target_embeddings"]
+        process.wait(timeout=10)
+        assert not group_alive(process.pid)
+    finally:
+        process.kill()
+        process.wait()

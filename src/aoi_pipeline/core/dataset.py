@@ -13,6 +13,7 @@ rows themselves are checked against the images in `dataset_validation`. Nothing 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 from collections import Counter
@@ -136,6 +137,8 @@ class FileIndex:
 
     def __init__(self) -> None:
         self._listings: dict[str, frozenset[str] | None] = {}
+        # Paths met while listing that are symbolic-link loops (ELOOP), in the order found.
+        self.loops: dict[str, None] = {}
 
     def names(self, directory: str | Path) -> frozenset[str] | None:
         """File names in `directory`, or None when it is not a readable directory."""
@@ -143,10 +146,23 @@ class FileIndex:
         if key not in self._listings:
             try:
                 with os.scandir(key) as entries:
-                    self._listings[key] = frozenset(entry.name for entry in entries if entry.is_file())
-            except (OSError, ValueError):  # ValueError: a NUL byte in a CSV path
+                    self._listings[key] = frozenset(entry.name for entry in entries if self._is_file(entry))
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    self.loops[key] = None
+                self._listings[key] = None
+            except ValueError:  # a NUL byte in a CSV path
                 self._listings[key] = None
         return self._listings[key]
+
+    def _is_file(self, entry: os.DirEntry[str]) -> bool:
+        """Whether an entry is a file; a link loop in a listed folder is remembered, never raised."""
+        try:
+            return entry.is_file()
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                self.loops[os.path.normpath(entry.path)] = None
+            return False
 
     def is_file(self, path: str | Path) -> bool:
         directory, name = os.path.split(os.path.normpath(path))

@@ -57,7 +57,10 @@ class FileKeys:
         resolved = self._directories.get(directory)
         if resolved is None:
             # resolve() makes `a/../b`, `a/b/` and symlinked image roots compare equal.
-            resolved = str(Path(self.root, directory).resolve(strict=False))
+            try:
+                resolved = str(Path(self.root, directory).resolve(strict=False))
+            except (RuntimeError, OSError):  # a symbolic-link loop: the data check names it; compare unresolved
+                resolved = os.path.abspath(os.path.join(self.root, directory))
             self._directories[directory] = resolved
         return os.path.normpath(os.path.join(resolved, name))
 

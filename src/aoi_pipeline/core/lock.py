@@ -118,6 +118,19 @@ def read_lock(workspace: Path, *, lock_name: str = DEFAULT_LOCK_NAME) -> LockInf
     return _read_lock_file(Path(workspace) / lock_name)
 
 
+def live_holder(workspace: Path, *, lock_name: str = DEFAULT_LOCK_NAME) -> LockInfo | None:
+    """The live run holding the workspace lock; None when the lock is free or its holder is gone (stale)."""
+    holder = _read_lock_file(Path(workspace) / lock_name)
+    return None if holder is None or _is_stale(holder) else holder
+
+
+def check_unlocked(workspace: Path, *, lock_name: str = DEFAULT_LOCK_NAME) -> None:
+    """Refuse (`WorkspaceLockedError`) when a live run holds the workspace lock; reads only, writes nothing."""
+    holder = live_holder(workspace, lock_name=lock_name)
+    if holder is not None:
+        raise _locked_error(Path(workspace) / lock_name, holder)
+
+
 def _create_exclusive(path: Path, info: LockInfo) -> bool:
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

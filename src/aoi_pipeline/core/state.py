@@ -405,6 +405,13 @@ def _expected_final_automl(state: Mapping[str, Any]) -> tuple[str, str] | Proble
     return Problem("", "Phase 3's result is already registered", "start a fresh run for new work")
 
 
+def expected_commit(state: Mapping[str, Any], label: str | None = None) -> tuple[str, str] | None:
+    """The one (label, stage) the state accepts as its next commit (under `label` when given: Phase 3 asks
+    for `final_automl`), or None when it accepts none (a complete run, a registered Phase 3)."""
+    expected = _expected_commit(state, label or "")
+    return None if isinstance(expected, Problem) else expected
+
+
 def _last_error(state: Mapping[str, Any], label: str | None = None) -> tuple[str, str] | None:
     for event in reversed(state["events"]):
         if label is not None and event["iter"] != label:

@@ -25,6 +25,7 @@ from aoi_pipeline.core.dataset import (
     read_dataset_csv,
 )
 from aoi_pipeline.core.dataset_validation import Mode, check_both_classes, collect_dataset_problems
+from aoi_pipeline.core.image_modes import dataset_images, mixed_mode_problems
 from aoi_pipeline.core.leakage import CsvInRoot, SampleKey, leak_problems, leaks_between, sample_keys
 from aoi_pipeline.core.mining_pool import ResolvedPool, pool_sample_keys, resolve_mining_pool
 from aoi_pipeline.errors import DatasetError, Problem
@@ -158,7 +159,10 @@ def check_workspace(
     pool, found = check.pool()
     problems += found
     leakage, found = check.leakage(datasets, pool)
-    problems += found
+    problems += found + check.loop_problems()
+    problems += mixed_mode_problems(
+        dataset_images(datasets, str(workspace.images_dir), names, ext) if check.has_images else []
+    )
     if problems:
         raise DatasetError(problems, summary=f"data check of workspace {workspace.root} failed")
     summaries = [CsvSummary(n, d.path, len(d.rows), d.label_counts()) for n, d in datasets.items()]
@@ -182,6 +186,8 @@ class _WorkspaceCheck:
         self.image_ext = image_ext
         self.files = FileIndex()
         self.has_images = self.files.is_dir(workspace.images_dir)
+        # Loops met in the image root's own listing: no CSV path reached them (yet); a note, not a problem.
+        self.root_loops = list(self.files.loops)
 
     def images_dir_problems(self) -> list[Problem]:
         if self.has_images:
@@ -192,6 +198,18 @@ class _WorkspaceCheck:
                 "has neither images/ nor kpi/images/ (the image root every CSV path is relative to)",
                 f"put the images under {self.workspace.root / 'images'}",
             )
+        ]
+
+    def loop_problems(self) -> list[Problem]:
+        """A symbolic-link loop on a path a CSV reaches: its rows' images can never be read."""
+        return [
+            Problem(
+                loop,
+                "is a symbolic-link loop (the link points back to itself), so the images below it cannot be read",
+                "replace the link with the folder or file it should point to, or remove it",
+            )
+            for loop in self.files.loops
+            if loop not in self.root_loops
         ]
 
     def dataset(self, name: str, mode: Mode, batch_size: int | None) -> tuple[DatasetCsv | None, list[Problem]]:
@@ -285,6 +303,7 @@ class _WorkspaceCheck:
                     f"the mining pool has no rows of KPI defect type(s) {', '.join(absent)}: "
                     "mining cannot find real images of them"
                 )
+        notes += [f"{loop} is a symbolic-link loop (no CSV uses it): remove it" for loop in self.root_loops]
         if not self.workspace.spec_file.is_file():
             spec = self.workspace.spec_file
             notes.append(f"no baseline spec at {spec} (runs start from the built-in DEFT baseline spec)")

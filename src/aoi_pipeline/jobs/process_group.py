@@ -70,10 +70,11 @@ def group_members(group: int) -> list[int]:
     return members
 
 
-def stop_leftover_jobs(folder: Path, grace_s: float = 3.0) -> list[str]:
-    """Stop the still-running jobs whose records lie in `folder` (or up to 3 levels below); their names."""
+def stop_leftover_jobs(folder: Path, grace_s: float = 3.0, *, max_depth: int | None = _RECORD_DEPTH) -> list[str]:
+    """Stop the still-running jobs whose records lie in `folder` (or up to `max_depth` levels below, None: at
+    any depth); their names."""
     stopped = []
-    for record_path in _job_records(Path(folder)):
+    for record_path in _job_records(Path(folder), max_depth):
         group = _unfinished_group(record_path)
         if group is None or not _works_in(group, record_path.parent):
             continue
@@ -85,13 +86,13 @@ def stop_leftover_jobs(folder: Path, grace_s: float = 3.0) -> list[str]:
     return stopped
 
 
-def _job_records(folder: Path) -> list[Path]:
+def _job_records(folder: Path, max_depth: int | None) -> list[Path]:
     if not folder.is_dir():
         return []
     found = []
     base_depth = len(folder.parts)
     for directory, subdirectories, files in os.walk(folder):
-        if len(Path(directory).parts) - base_depth >= _RECORD_DEPTH:
+        if max_depth is not None and len(Path(directory).parts) - base_depth >= max_depth:
             subdirectories.clear()
         if RECORD_FILE in files:
             found.append(Path(directory) / RECORD_FILE)

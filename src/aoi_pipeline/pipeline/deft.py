@@ -27,6 +27,7 @@ from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_
 from aoi_pipeline.core.state_entries import IterationEntry, iteration_entries, iteration_entry
 from aoi_pipeline.errors import DatasetError, StateError
 from aoi_pipeline.pipeline.context import RunContext
+from aoi_pipeline.pipeline.hard_stop import record_stage_failure
 from aoi_pipeline.pipeline.job_runner import require_success, set_aside
 from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
 from aoi_pipeline.pipeline.run_steps import trained_checkpoint_fields
@@ -415,12 +416,8 @@ def run_iteration_train(ctx: RunContext, label: str) -> dict:
 
 
 def commit_failure(ctx: RunContext, label: str, stage: str, error: Exception, started: float) -> None:
-    """Record a hard stop: the stage as an error event; the run becomes failed."""
-    reason = " ".join(str(error).split())[:800]
-    commit = StageCommit(
-        label, stage, "error", f"HARD STOP in {stage}: {reason}", max(time.monotonic() - started, 0.001)
-    )
-    commit_stage(ctx.layout.root, commit)
+    """Record a hard stop: the stage as an error event with the reason and the fix; the run becomes failed."""
+    record_stage_failure(ctx.layout.root, label, stage, error, started)
 
 
 # --------------------------------------------------------------------------------------------- report

@@ -11,16 +11,35 @@ them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aoi_pipeline.core.files import atomic_write_json
-from aoi_pipeline.errors import StateError
+from aoi_pipeline.errors import ConfigError, StateError
 
 PIPELINE_STATE_FILE = "pipeline_state.json"
 PHASES = ("phase1", "handoff_1_2", "phase2", "phase3", "handoff")
+# A run name is one path component: it names a folder under the results root and nothing else.
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RUN_NAME_RULE = "1 to 100 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
+
+
+def check_run_name(name: str, *, where: str = "run name") -> str:
+    """`name` itself when it is a safe run name (one path component, no `..`); else a `ConfigError`.
+
+    A name like `../../x` or `/tmp/x` would put the run's approval, plan and specs outside the results root.
+    """
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:
+        shown = repr(name)[:120]
+        raise ConfigError.at(
+            where,
+            f"{shown} is not a run name ({RUN_NAME_RULE}; no '/', no '..', no absolute path)",
+            "give a plain name such as run_20260101_120000, or leave it out for a new timestamped name",
+        )
+    return name
 
 
 def new_run_name(now: datetime | None = None) -> str:
@@ -33,6 +52,11 @@ class RunLayout:
     """Paths inside one run directory."""
 
     root: Path
+
+    @classmethod
+    def for_run(cls, results_root: Path, run_name: str, *, where: str = "run name") -> RunLayout:
+        """The layout of run `run_name` under `results_root`, refusing a name that is not one safe component."""
+        return cls(Path(results_root) / check_run_name(run_name, where=where))
 
     @property
     def approval(self) -> Path:

@@ -41,7 +41,7 @@ from aoi_pipeline.core.publish_manifest import (
 )
 from aoi_pipeline.core.report import REPORT_FILE
 from aoi_pipeline.errors import AoiPipelineError, Problem, PublishError
-from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout
+from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout, check_run_name
 
 # Bounded waits: an unreachable endpoint fails in seconds, not after botocore's default minutes of retries.
 UPLOAD_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 120, "retries": {"max_attempts": 3, "mode": "standard"}}
@@ -210,8 +210,9 @@ def run_directory(run: str, config: PipelineConfig | None) -> RunLayout:
     """A run given as its directory, or as its name under the config's results root."""
     if Path(run).is_dir():
         return RunLayout(Path(run).resolve())
+    check_run_name(run, where="publish RUN (a run directory, or a run name)")
     if config is not None and (config.resolved_results_root / run).is_dir():
-        return RunLayout(config.resolved_results_root / run)
+        return RunLayout.for_run(config.resolved_results_root, run)
     raise PublishError.at(
         f"run {run!r}",
         "is neither a run directory nor a run name under the config's results root",

@@ -2,8 +2,9 @@
 
 `start_run` is the first write of a run, and happens only after approval: the run directory, the approval
 record, the plan that was approved and the base spec. `ensure_run_state` starts deft_state.json when no
-Phase 1 handoff did. `train_baseline` trains the baseline when Phase 1 is off. `finalize_phase2` writes the
-deployment handoff and closes the DEFT state with `loop_stop`.
+Phase 1 handoff did. `stop_leftover_run_jobs` stops, on a resume, every local job a killed run left running
+anywhere in the run directory, before any stage runs again. `train_baseline` trains the baseline when Phase 1
+is off. `finalize_phase2` writes the deployment handoff and closes the DEFT state with `loop_stop`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aoi_pipeline.core.stages import BASELINE
 from aoi_pipeline.core.state import STATE_FILE, StageCommit, commit_stage, init_state
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.jobs.checkpoints import best_val_checkpoint, latest_checkpoint
+from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.handoff import BestModel, write_deployment_handoff
 from aoi_pipeline.pipeline.job_runner import require_success, set_aside
@@ -61,6 +63,16 @@ def start_run(layout: RunLayout, *, approval: ApprovalRecord, plan_markdown: str
     atomic_write_json(layout.approval, approval.model_dump(mode="json"))
     atomic_write_text(layout.preflight, plan_markdown)
     dump_spec(base_spec, layout.base_spec)
+
+
+def stop_leftover_run_jobs(layout: RunLayout) -> list[str]:
+    """Stop every local job recorded as pending/running whose process group still works in its folder, at
+    any depth of the run directory; returns their folder names.
+
+    The jobs' watchdogs end them soon after a killed run, but a resume must not rely on that: a stage that
+    starts a fresh folder (mining) would otherwise run beside its predecessor's job.
+    """
+    return stop_leftover_jobs(layout.root, max_depth=None)
 
 
 def trained_checkpoint_fields(train_dir: Path, training_spec_path: Path) -> dict[str, Any]:

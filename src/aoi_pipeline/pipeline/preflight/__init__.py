@@ -33,6 +33,7 @@ from aoi_pipeline.pipeline.preflight.checks.host import (
     check_publish_bucket,
     check_results_root,
     check_runtime,
+    check_workspace_lock,
     platform_warnings,
 )
 from aoi_pipeline.pipeline.preflight.checks.images import check_images, used_images
@@ -83,7 +84,7 @@ def run_preflight(
         images=used_images(config).values(),
         bucket_block=config.publish.bucket_block if config.publish else None,
     )
-    facts, found = _check(config, RunLayout(config.resolved_results_root / run_name), env, answers)
+    facts, found = _check(config, RunLayout.for_run(config.resolved_results_root, run_name), env, answers)
     plan = build_plan(facts)
     return PreflightReport(
         sections=tuple(
@@ -103,7 +104,7 @@ def _check(
 ) -> tuple[PlanFacts, Findings]:
     """Every check, in the order its findings are listed: the workspace and the specs first, the host last."""
     workspace = Workspace.at(config.workspace)
-    found = Findings.of(check_results_root(config))
+    found = Findings.of(check_results_root(config)) + Findings.of(check_workspace_lock(config))
     base, problems = build_base_spec(config, workspace)
     found += Findings.of(problems)
     sizes = batch_sizes(config, base)

@@ -81,3 +81,25 @@ def test_an_unreachable_publish_bucket_blocks_the_run_before_approval(ws: Path, 
     assert len(found) == 1 and "EndpointConnectionError" in found[0].what
     read.assert_actionable(found)
     assert "UNREACHABLE bucket" in read.section(report, 1)
+
+
+def test_a_workspace_locked_by_a_live_run_is_a_blocker_naming_the_holder(ws: Path, preflight, read) -> None:
+    from aoi_pipeline.core.lock import WorkspaceLock
+
+    with WorkspaceLock(ws, owner="aoi-pipeline run_night"):
+        report = preflight(ws)
+
+    found = read.blockers_at(report, ".aoi-pipeline.lock")
+    assert len(found) == 1 and "run_night" in found[0].what
+    read.assert_actionable(found)
+    assert not preflight(ws).blockers, "the lock is released, the blocker goes with it"
+
+
+def test_a_lock_left_by_a_dead_run_is_no_blocker(ws: Path, preflight) -> None:
+    import json
+    import socket
+
+    lock = {"pid": 2**22 + 7, "hostname": socket.gethostname(), "started_at": "2020-01-01T00:00:00+00:00", "owner": ""}
+    (ws / ".aoi-pipeline.lock").write_text(json.dumps(lock), encoding="utf-8")
+
+    assert not preflight(ws).blockers

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from aoi_pipeline.config import PipelineConfig
-from aoi_pipeline.errors import Problem
+from aoi_pipeline.core.lock import check_unlocked
+from aoi_pipeline.errors import Problem, WorkspaceLockedError
 from aoi_pipeline.pipeline.preflight.probe import Reachability
 
 RUNTIME_COMMANDS = {"reference": "aoi-changenet", "tao": "visual_changenet"}
@@ -31,6 +32,17 @@ def check_results_root(config: PipelineConfig) -> list[Problem]:
             "leave results_root unset (it defaults to <workspace>/results) or point it inside the workspace",
         )
     ]
+
+
+def check_workspace_lock(config: PipelineConfig) -> list[Problem]:
+    """A live run holding the workspace lock blocks: an approved run would be refused at its first write."""
+    if not Path(config.workspace).is_dir():
+        return []  # the workspace check reports a missing workspace
+    try:
+        check_unlocked(Path(config.workspace))
+    except WorkspaceLockedError as error:
+        return list(error.problems)
+    return []
 
 
 def check_platform(platform: str, reachable: Reachability | None) -> list[Problem]:
