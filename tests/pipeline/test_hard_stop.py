@@ -117,6 +117,8 @@ def test_a_failed_phase3_is_recorded_under_final_automl_and_phase2s_result_stand
     assert (event["iter"], event["stage"], event["status"]) == ("final_automl", "train", "error")
     assert "every trial crashed" in event["summary"]
     assert PipelineRecord(layout).phase("phase3")["status"] == "failed"  # type: ignore[index]
+    report = write_report(layout.root).read_text()
+    assert "then HARD STOP in train: RuntimeError: every trial crashed" in report
 
 
 def test_a_failure_the_state_cannot_take_is_kept_in_the_pipeline_record(workspace, layout) -> None:

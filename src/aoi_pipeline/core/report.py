@@ -165,11 +165,12 @@ def _stop_reason(state: Mapping[str, Any]) -> str:
         reason = state.get("stop_reason")
         final = _last_event(state, lambda event: event.get("stage") == "loop_stop")
         at = f" at {final['iter']}" if final else ""
-        if reason == "metric_met":
-            return f"the KPI target was met{at}"
-        if reason == "max_iterations":
-            return f"the iteration budget ({state['max_iterations']}) was used up{at}"
-        return f"complete ({reason or 'no stop reason recorded'})"
+        text = {
+            "metric_met": f"the KPI target was met{at}",
+            "max_iterations": f"the iteration budget ({state['max_iterations']}) was used up{at}",
+        }.get(str(reason), f"complete ({reason or 'no stop reason recorded'})")
+        failed = _after_loop_error(state)
+        return text if failed is None else f"{text}; then {failed.get('summary', 'a hard stop')}"
     if status == "failed":
         failing = _failing_event(state)
         where = f"{failing.get('iter')}/{failing.get('stage')}" if failing else "an unrecorded stage"
@@ -201,6 +202,12 @@ def _hard_stop(state: Mapping[str, Any]) -> str:
         '<section id="hard-stop" class="hard-stop">\n<h2>Hard stop: the run ended here</h2>\n'
         f"{body}\n<p>Nothing restarts by itself: fix the cause, then retry this stage.</p>\n</section>"
     )
+
+
+def _after_loop_error(state: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The error that ended a complete run's Phase 3 (its last event), if any; Phase 2's result stands."""
+    last = _last_event(state, lambda event: True)
+    return last if last is not None and last.get("status") == "error" else None
 
 
 def _failing_event(state: Mapping[str, Any]) -> Mapping[str, Any] | None:
