@@ -4,18 +4,23 @@ No Kubernetes API server can run here, so no worker takes the child run: what is
 setup creates the `aoi-kubernetes` pool with our base job template and both deployments, starts no worker and
 prints the worker's command; a job dispatched by the pipeline's runner becomes a `tao-job/kubernetes` run whose
 job variables the server checked against the pool's template (it refuses ones the template does not accept),
-and a cancelled pipeline cancels the child no worker has taken.
+whose Job (`namespace:job-name`, as the worker reports it) the dispatch record carries, and a cancelled
+pipeline cancels the child.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,21 +96,48 @@ def test_a_job_becomes_a_child_run_with_its_kubernetes_job_variables_and_is_canc
         gpus=2,
     )
     cancel = threading.Event()
-    cancel.set()  # the pipeline was cancelled while its job waited for a worker
     lines: list[str] = []
-    runner = WorkPoolJobRunner("kubernetes", cancel=cancel, variables=pool_job_variables(config), log=lines.append)
+    runner = WorkPoolJobRunner(
+        "kubernetes", cancel=cancel, variables=pool_job_variables(config), log=lines.append, poll_s=0.2
+    )
+    results: list[Any] = []
+    # The thread runs in a copy of this context, so it talks to the test's server (settings live in a context).
+    context = contextvars.copy_context()
+    waiting = threading.Thread(target=context.run, args=(lambda: results.append(runner.run(job)),))
+    waiting.start()
+    try:
+        record = _wait_for(lambda: _recorded(job, "flow_run_id"))
+        # What the prefect-kubernetes worker reports once it created the Job: `namespace:job-name`.
+        job_name = f"{job_variables(job, config)['name']}-x7k2q"
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(uuid.UUID(record.flow_run_id), infrastructure_pid=f"aoi:{job_name}")
+        record = _wait_for(lambda: _recorded(job, "infrastructure_id"))
+    finally:
+        cancel.set()  # the pipeline is cancelled while its job waits
+        waiting.join(timeout=120)
 
-    result = runner.run(job)
-
-    record = read_dispatch(job.results_dir)
-    assert record is not None and record.deployment == "tao-job/kubernetes" and record.flow_run_id
     with get_client(sync_client=True) as client:
         child = client.read_flow_run(uuid.UUID(record.flow_run_id))
-    assert result.status == "cancelled" and record.state == "cancelled"
+    final = read_dispatch(job.results_dir)
+    assert record.infrastructure_id == f"aoi:{job_name}" and f"running in aoi:{job_name}" in "\n".join(lines)
+    assert results and results[0].status == "cancelled" and final is not None and final.state == "cancelled"
     assert child.state is not None and child.state.type.value == "CANCELLED"
     assert child.job_variables == job_variables(job, config)
     assert child.job_variables["gpu_limit"] == 2
     assert child.job_variables["workspace_volume"]["persistentVolumeClaim"] == {"claimName": "aoi-data"}
+
+
+def _recorded(job: TaoJob, field: str) -> Any:
+    record = read_dispatch(job.results_dir)
+    return record if record is not None and getattr(record, field) else None
+
+
+def _wait_for(found: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while (value := found()) is None:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+    return value
 
 
 def test_the_server_refuses_job_variables_the_template_does_not_accept(kubernetes_pool: str) -> None:

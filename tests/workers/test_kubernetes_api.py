@@ -162,3 +162,16 @@ def test_cancellation_deletes_the_job_with_propagation(tmp_path: Path) -> None:
     options = {**query, **(body or {})}
     assert options.get("propagationPolicy") == "Foreground"
     assert str(options.get("gracePeriodSeconds")) == "5"
+
+
+def test_a_job_that_is_gone_is_read_as_lost_not_pending(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    async def scenario(stand_in, worker, configuration, flow_run) -> None:
+        namespace, name = await submit(worker, configuration, flow_run)
+        stand_in.jobs.pop((namespace, name))  # deleted by someone, or by its TTL
+        seen.append(await outcome_of(worker, configuration, namespace, name))
+
+    run_scenario(tmp_path, scenario)
+    assert seen[0].phase == "failed" and seen[0].failure is not None
+    assert seen[0].failure.kind == "infrastructure" and "no longer exists" in seen[0].failure.reason

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from aoi_pipeline.config import PipelineConfig
-from aoi_pipeline.errors import ConfigError
-from aoi_pipeline.jobs.failures import REDACTED, is_credential_name
+from aoi_pipeline.errors import ConfigError, InfrastructureJobError
+from aoi_pipeline.jobs.failures import REDACTED, Failure, classify_failure, is_credential_name
 from aoi_pipeline.jobs.job import TaoJob
 from aoi_pipeline.jobs.kubernetes_status import KubernetesJobOutcome, classify_job_status
 
@@ -200,6 +200,23 @@ async def read_job_outcome(api_client: Any, namespace: str, name: str) -> Kubern
     pods: Any = await CoreV1Api(api_client).list_namespaced_pod(
         namespace, label_selector=f"job-name={name}", _preload_content=False
     )
+    # Unpreloaded responses are not status-checked by the client: a Job that is gone answers 404 with a Status.
+    for response, what in ((job, f"Job {namespace}/{name}"), (pods, f"the pods of Job {namespace}/{name}")):
+        if response.status == 404 and response is job:
+            return KubernetesJobOutcome("failed", _lost_job(namespace, name))
+        if not 200 <= response.status <= 299:
+            raise InfrastructureJobError.at(
+                what,
+                f"the API server answered {response.status} {response.reason} when asked for it",
+                "check the worker's kubeconfig or service account (it must read Jobs and pods in the namespace)",
+            )
     job_body = json.loads(await job.read())
     pod_items = json.loads(await pods.read()).get("items") or []
     return classify_job_status(job_body, pod_items)
+
+
+def _lost_job(namespace: str, name: str) -> Failure:
+    evidence = f"Job {namespace}/{name} not found"
+    lost = classify_failure(exit_code=None, log_tail=evidence, status_lines=(), wrote_checkpoint=None)
+    assert lost is not None  # an unknown exit status is always a failure
+    return Failure(lost.kind, f"the Job no longer exists (deleted, or removed after its TTL); {lost.reason}", evidence)
