@@ -14,7 +14,8 @@ import yaml
 from aoi_pipeline.demo import demo_config
 from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# A whole pipeline run through a real server and worker: minutes on a loaded two-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _config(tmp_path: Path) -> Path:
