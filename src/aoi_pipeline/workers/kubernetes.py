@@ -201,9 +201,9 @@ async def read_job_outcome(api_client: Any, namespace: str, name: str) -> Kubern
         namespace, label_selector=f"job-name={name}", _preload_content=False
     )
     # Unpreloaded responses are not status-checked by the client: a Job that is gone answers 404 with a Status.
+    if job.status == 404:
+        return KubernetesJobOutcome("failed", _lost_job(namespace, name))
     for response, what in ((job, f"Job {namespace}/{name}"), (pods, f"the pods of Job {namespace}/{name}")):
-        if response.status == 404 and response is job:
-            return KubernetesJobOutcome("failed", _lost_job(namespace, name))
         if not 200 <= response.status <= 299:
             raise InfrastructureJobError.at(
                 what,

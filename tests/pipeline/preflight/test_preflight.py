@@ -53,3 +53,17 @@ def test_the_host_name_comes_from_the_probe(ws: Path, preflight, read) -> None:
     report = preflight(ws, probe=StaticProbe(name="inspection-cell-7"))
 
     assert "- Host: inspection-cell-7" in read.section(report, 1)
+
+
+def test_the_host_probe_gets_the_config_so_a_cluster_it_cannot_ask_is_unknown_not_a_blocker(
+    ws: Path, make_config, read, tmp_path: Path
+) -> None:
+    config = make_config(ws, platform="kubernetes", kubernetes={"namespace": "aoi", "image_pull_secret": "ngc"})
+
+    # No kubeconfig and not in a pod: the checks of exactly this config's namespace and Secret are UNKNOWN.
+    report = run_preflight(config, run_name="run_20250101_000000", environ={"HOME": str(tmp_path)})
+
+    assert not read.blockers_at(report, "platform")
+    shown = read.section(report, 1)
+    assert "- Platform: kubernetes: UNKNOWN (namespace aoi: UNKNOWN (no kubeconfig" in shown
+    assert "image pull Secret ngc: UNKNOWN" in shown
