@@ -42,9 +42,16 @@ def ready(stand_in: KubernetesStandIn) -> None:
 
 
 def probe(
-    tmp_path: Path, config: PipelineConfig, prepare: Callable[[KubernetesStandIn], None]
+    tmp_path: Path,
+    config: PipelineConfig,
+    prepare: Callable[[KubernetesStandIn], None],
+    *,
+    context: str | None = None,
 ) -> tuple[tuple[bool | None, str], KubernetesStandIn]:
-    """The platform check's answer, asked (from a thread, as the flow asks it) of a stand-in `prepare` set up."""
+    """The platform check's answer, asked (from a thread, as the flow asks it) of a stand-in `prepare` set up.
+
+    With `context`, the kubeconfig's current context is a dead server and `context` names the stand-in's.
+    """
 
     async def main() -> tuple[tuple[bool | None, str], KubernetesStandIn]:
         stand_in = KubernetesStandIn()
@@ -53,13 +60,38 @@ def probe(
         await server.start_server()
         try:
             path = tmp_path / "kubeconfig"
-            path.write_text(yaml.safe_dump(kubeconfig(str(server.make_url("")).rstrip("/"))), encoding="utf-8")
-            host = HostProbe({"KUBECONFIG": str(path), "PATH": os.devnull}, config=config, timeout_s=5)
+            document = kubeconfig(str(server.make_url("")).rstrip("/"))
+            environ = {"KUBECONFIG": str(path), "PATH": os.devnull}
+            if context is not None:
+                document = with_dead_current_context(document, context)
+                environ["TAO_K8S_CONTEXT"] = context
+            path.write_text(yaml.safe_dump(document), encoding="utf-8")
+            host = HostProbe(environ, config=config, timeout_s=5)
             return await asyncio.to_thread(host.platform_reachable, "kubernetes"), stand_in
         finally:
             await server.close()
 
     return asyncio.run(main())
+
+
+def closed_port() -> int:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return int(closed.getsockname()[1])
+
+
+def with_dead_current_context(document: dict[str, Any], context: str) -> dict[str, Any]:
+    """The stand-in's context renamed `context`, and a current context whose server does not answer."""
+    dead = {"name": "dead", "cluster": {"server": f"http://127.0.0.1:{closed_port()}"}}
+    return {
+        **document,
+        "clusters": [*document["clusters"], dead],
+        "contexts": [
+            {"name": context, "context": {"cluster": "stand-in", "user": "tester"}},
+            {"name": "dead", "context": {"cluster": "dead", "user": "tester"}},
+        ],
+        "current-context": "dead",
+    }
 
 
 def test_a_ready_cluster_is_ok_with_every_check_named_and_only_reads_were_sent(tmp_path: Path) -> None:
@@ -179,9 +211,7 @@ def test_what_rbac_does_not_show_is_unknown_not_ok_and_not_wrong(tmp_path: Path)
 
 
 def test_an_api_server_that_does_not_answer_leaves_every_check_unknown(tmp_path: Path) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = closed_port()
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig(f"http://127.0.0.1:{port}")), encoding="utf-8")
     host = HostProbe({"KUBECONFIG": str(path)}, config=make_config(tmp_path), timeout_s=5)
@@ -218,3 +248,10 @@ def test_a_volume_other_than_a_claim_is_unknown(tmp_path: Path) -> None:
     (ok, seen), _ = probe(tmp_path, config, ready)
 
     assert ok is None and "workspace volume: UNKNOWN (a nfs volume, not a PersistentVolumeClaim: not checked)" in seen
+
+
+def test_tao_k8s_context_picks_the_kubeconfig_context_to_ask(tmp_path: Path) -> None:
+    (ok, seen), stand_in = probe(tmp_path, make_config(tmp_path), ready, context="aoi-cluster")
+
+    assert ok is True, seen
+    assert stand_in.requests  # the named context's server was asked, not the dead current one

@@ -8,8 +8,8 @@ the base job template's defaults, so the check looks at exactly what the worker 
 OK, WRONG (a blocker: the Job could not start) or UNKNOWN: what the API server did not answer, or refused to
 show (RBAC), is never reported OK. Only GET and LIST requests are sent; of a Secret only its metadata is asked
 for (`PartialObjectMetadata`), so no Secret value is ever read. The client is `kubernetes_asyncio`, the one the
-prefect-kubernetes worker uses; it connects with the kubeconfig in KUBECONFIG (else ~/.kube/config) or, inside
-a pod, its service account.
+prefect-kubernetes worker uses; it connects with the kubeconfig in KUBECONFIG (else ~/.kube/config; its
+context TAO_K8S_CONTEXT, else the current one) or, inside a pod, its service account.
 """
 
 from __future__ import annotations
@@ -260,13 +260,15 @@ async def _secret(reader: _Reader, namespace: str, name: str, role: str) -> Clus
 
 
 async def connect(environ: Mapping[str, str]) -> Any:
-    """An API client from KUBECONFIG (else ~/.kube/config) or the pod's service account; None when neither."""
+    """An API client from KUBECONFIG (else ~/.kube/config; context TAO_K8S_CONTEXT, else the current one) or the
+    pod's service account; None when neither is there."""
     from kubernetes_asyncio import config
     from kubernetes_asyncio.client import ApiClient, Configuration
 
     kubeconfig = environ.get("KUBECONFIG") or str(Path(environ.get("HOME") or Path.home()) / ".kube" / "config")
     if any(Path(part).is_file() for part in kubeconfig.split(":") if part):
-        return await config.new_client_from_config(config_file=kubeconfig, persist_config=False)
+        context = environ.get("TAO_K8S_CONTEXT") or None  # the reference's variable; None: the current context
+        return await config.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
     if environ.get("KUBERNETES_SERVICE_HOST"):
         configuration = Configuration()
         config.load_incluster_config(client_configuration=configuration)

@@ -37,7 +37,10 @@ from aoi_pipeline.pipeline.preflight.checks.host import (
     platform_warnings,
 )
 from aoi_pipeline.pipeline.preflight.checks.images import check_images, used_images
-from aoi_pipeline.pipeline.preflight.checks.platform_settings import check_platform_settings
+from aoi_pipeline.pipeline.preflight.checks.platform_settings import (
+    check_platform_settings,
+    kubernetes_environment_warnings,
+)
 from aoi_pipeline.pipeline.preflight.checks.specs import (
     batch_sizes,
     build_base_spec,
@@ -116,7 +119,7 @@ def _check(
     gpus, gpu_found = check_gpus(config, answers.gpus, sizes)
     found += gpu_found + Findings.of(check_platform(config.platform, answers.reachable))
     found += Findings.of(warnings=platform_warnings(config.platform, answers.reachable))
-    found += Findings.of(check_platform_settings(config))
+    found += Findings.of(check_platform_settings(config), kubernetes_environment_warnings(config, env))
     found += Findings.of(check_runtime(config.runtime, answers.runtime_found))
     found += Findings.of(check_publish_bucket(config, answers.bucket))
     found += Findings.of(check_credentials(config, env)) + check_images(answers.images, env)

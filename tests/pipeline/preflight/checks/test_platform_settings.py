@@ -56,3 +56,17 @@ def test_a_cluster_found_wrong_blocks_with_what_was_seen(ws: Path, preflight, re
     found = read.blockers_at(report, "platform kubernetes")
     assert found and seen in found[0].what
     assert not report.warnings or not any("UNKNOWN" in warning for warning in report.warnings)
+
+
+def test_tao_k8s_namespace_is_not_read_and_a_warning_says_so(ws: Path, preflight) -> None:
+    report = preflight(
+        ws, platform="kubernetes", kubernetes={"namespace": "aoi"}, environ={"TAO_K8S_NAMESPACE": "elsewhere"}
+    )
+
+    assert report.ok
+    assert any(
+        warning.startswith("TAO_K8S_NAMESPACE is set but not read: the Jobs go to namespace aoi")
+        for warning in report.warnings
+    )
+    assert "elsewhere" not in "\n".join(report.warnings)
+    assert not any("TAO_K8S_NAMESPACE" in w for w in preflight(ws, platform="kubernetes").warnings)

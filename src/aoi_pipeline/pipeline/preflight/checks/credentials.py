@@ -24,9 +24,7 @@ class PlatformCredentials:
 PLATFORM_CREDENTIALS: Mapping[str, PlatformCredentials] = {
     "local": PlatformCredentials(),
     "docker": PlatformCredentials(optional=("NGC_KEY", "HF_TOKEN")),
-    "kubernetes": PlatformCredentials(
-        optional=("KUBECONFIG", "TAO_K8S_NAMESPACE", "TAO_K8S_CONTEXT", "NGC_KEY", "HF_TOKEN")
-    ),
+    "kubernetes": PlatformCredentials(optional=("KUBECONFIG", "TAO_K8S_CONTEXT", "NGC_KEY", "HF_TOKEN")),
     "slurm": PlatformCredentials(
         required=("SLURM_USER", "SLURM_HOSTNAME", "SLURM_PARTITION"),
         one_of=(("SSH_KEY_PATH", "SSH_AUTH_SOCK"),),

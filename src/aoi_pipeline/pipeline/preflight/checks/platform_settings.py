@@ -8,10 +8,22 @@ lie inside the workspace; the run's GPU total is the work pool's concurrency lim
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from aoi_pipeline.config import KubernetesSettings, PipelineConfig
 from aoi_pipeline.errors import Problem
+
+
+def kubernetes_environment_warnings(config: PipelineConfig, environ: Mapping[str, str]) -> list[str]:
+    """TAO's own Kubernetes variable for the namespace is read by nothing here: say so instead of ignoring it."""
+    if config.platform != "kubernetes" or not environ.get("TAO_K8S_NAMESPACE"):
+        return []
+    namespace = config.kubernetes.namespace or "default"
+    return [
+        f"TAO_K8S_NAMESPACE is set but not read: the Jobs go to namespace {namespace} "
+        "(pipeline config key kubernetes.namespace)"
+    ]
 
 
 def check_platform_settings(config: PipelineConfig) -> list[Problem]:
