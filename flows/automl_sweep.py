@@ -10,9 +10,10 @@ from prefect.futures import as_completed
 from aoi_pipeline.core.search_space import build_search_space
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.pipeline.context import RunContext
+from aoi_pipeline.pipeline.pruning import make_pruner, trial_watch
 from aoi_pipeline.pipeline.study import Proposal, open_study
-from aoi_pipeline.pipeline.sweep import run_sweep
-from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome
+from aoi_pipeline.pipeline.sweep import SweepBudget, run_sweep
+from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome, trial_in_flight
 from tasks.phases import publish_trials, trial
 
 
@@ -28,6 +29,7 @@ def automl_sweep(
         study_name=phase,
         seed=settings.seed,
         recommendations=settings.recommendations,
+        pruner=make_pruner(settings),
     )
     space = build_search_space(settings.search_space, warm_start=pretrained_model is not None)
 
@@ -44,12 +46,14 @@ def automl_sweep(
     summary = run_sweep(
         study,
         space,
-        recommendations=settings.recommendations,
         parallel=settings.parallel,
         submit=submit,
         as_completed=as_completed,
         on_progress=lambda table: publish_trials(phase, table),
         finished=lambda number: read_outcome(layout.trial_dir(phase, number)),
+        budget=SweepBudget.of_phase(settings, ctx.jobs.gpus),
+        watch=trial_watch(ctx, phase),
+        reattachable=lambda number: trial_in_flight(layout.trial_dir(phase, number)),
     )
     if summary.best_number is None:
         get_run_logger().warning(

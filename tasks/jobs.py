@@ -11,6 +11,7 @@ child runs still in flight.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -24,7 +25,7 @@ from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.jobs.workpool import WorkPoolJobRunner, cancel_children, parent_tag
 from aoi_pipeline.pipeline.job_preview import pool_job_variables
-from aoi_pipeline.pipeline.job_runner import JobRunner, require_success
+from aoi_pipeline.pipeline.job_runner import JobRunner, require_success, stop_job
 
 _LAUNCHER_LOCK = threading.Lock()
 _LAUNCHER: LocalLauncher | None = None
@@ -87,6 +88,10 @@ class TaskJobRunner:
 
     def run(self, job: TaoJob) -> JobResult:
         return run_tao_job(job, self.backend)
+
+    def stop(self, results_dir: Path, reason: str) -> bool:
+        """Stop the job running in `results_dir` (a pruned trial's training) through its backend."""
+        return stop_job(self.backend or launcher(), results_dir, reason)
 
 
 def job_runner(config: PipelineConfig, pipeline_run_id: str | None) -> TaskJobRunner:

@@ -7,8 +7,10 @@ procedural SDG; embed writes unit vectors of the downsampled test image, so simi
 Every call is appended to the file named by FAKE_RUNTIME_CALLS, so tests can assert what was (or was not)
 launched; FAKE_RUNTIME_FAIL=<action> makes that action fail like a program error, FAKE_RUNTIME_SLEEP=<action>:<s>
 makes that action take that long (to catch a job while it runs), FAKE_RUNTIME_HANG=<part of a spec path> makes
-that one job hang after writing its pid to FAKE_RUNTIME_HANG_MARK. Like a careless runtime, it prints the
-NGC_API_KEY it was given, so tests can check that the launcher redacts it.
+that one job hang after writing its pid to FAKE_RUNTIME_HANG_MARK; FAKE_RUNTIME_EPOCH_S=<s> makes every training
+epoch take that long, flushing its status.json line, with a validation FAR that falls as `train.optim.lr`
+rises. Like a careless runtime, it prints the NGC_API_KEY it was given, so tests can check that the launcher
+redacts it.
 """
 
 from __future__ import annotations
@@ -36,12 +38,20 @@ def _train(spec: dict) -> None:
     out = Path(train["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
     epochs = int(train["num_epochs"])
+    epoch_s = float(os.environ.get("FAKE_RUNTIME_EPOCH_S", "0"))
     with (out / "status.json").open("a", encoding="utf-8") as status:
         for epoch in range(epochs):
+            time.sleep(epoch_s)
             (out / f"model_epoch_{epoch:03d}_step_{(epoch + 1) * 10:05d}.pth").write_bytes(b"weights %d" % epoch)
-            kpi = {"val_loss": 1.0 / (epoch + 1), "val_acc": 0.5, "val_far": 50.0}
+            kpi = {"val_loss": 1.0 / (epoch + 1), "val_acc": 0.5, "val_far": _val_far(spec) if epoch_s else 50.0}
             status.write(json.dumps({"status": "RUNNING", "epoch": epoch, "max_epoch": epochs - 1, "kpi": kpi}) + "\n")
+            status.flush()
         status.write(json.dumps({"status": "SUCCESS", "message": "Training finished"}) + "\n")
+
+
+def _val_far(spec: dict) -> float:
+    """With FAKE_RUNTIME_EPOCH_S set: a validation FAR that falls as the learning rate rises (lr 3e-3 -> 0 %)."""
+    return round(max(0.0, 100.0 - float(spec["train"]["optim"]["lr"]) * 100 / 3e-3), 6)
 
 
 def _score(row: dict, margin: float) -> float:

@@ -299,3 +299,47 @@ def test_a_results_dir_override_the_pipeline_would_ignore_is_refused(tmp_path: P
 def test_other_spec_overrides_are_kept(tmp_path: Path) -> None:
     config = config_from_mapping({"workspace": str(tmp_path), "spec_overrides": ["train.num_epochs=3"]})
     assert config.spec_overrides == ("train.num_epochs=3",)
+
+
+# ------------------------------------------------------------------------- GPU shares, pruning, time budget
+
+
+@pytest.mark.parametrize(("share", "expected"), [(0.25, 0.25), (0.5, 0.5), (0.125, 0.125), (2.0, 2), (1, 1)])
+def test_gpus_per_job_takes_whole_gpus_or_a_share_that_divides_one(share: float, expected: float) -> None:
+    config = config_from_mapping({"workspace": "ws", "gpus_per_job": share})
+    assert config.gpus_per_job == expected
+    assert isinstance(config.gpus_per_job, type(expected))
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6, 1.25, True])
+def test_a_share_that_does_not_divide_a_gpu_is_refused(share: float) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"workspace": "ws", "gpus_per_job": share})
+    assert "gpus_per_job" in str(caught.value)
+
+
+def test_a_gpu_share_on_a_work_pool_is_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"workspace": "ws", "platform": "docker", "gpus_per_job": 0.25})
+    message = str(caught.value)
+    assert "whole GPUs" in message and "local platform only" in message
+
+
+@pytest.mark.parametrize("pruner", ["none", "median", "successive_halving"])
+def test_the_pruner_is_one_of_three(pruner: str) -> None:
+    config = config_from_mapping({"workspace": "ws", "phase3": {"pruner": pruner, "pruner_warmup_epochs": 2}})
+    assert (config.phase3.pruner, config.phase3.pruner_warmup_epochs) == (pruner, 2)
+
+
+def test_an_unknown_pruner_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"workspace": "ws", "phase1": {"pruner": "hyperband"}})
+    assert "phase1.pruner" in str(caught.value)
+
+
+def test_a_gpu_hour_budget_replaces_the_recommendations_and_both_at_once_are_refused() -> None:
+    config = config_from_mapping({"workspace": "ws", "phase1": {"max_gpu_hours": 1.5}})
+    assert config.phase1.max_gpu_hours == 1.5
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"workspace": "ws", "phase1": {"max_gpu_hours": 1.5, "recommendations": 4}})
+    assert "not both" in str(caught.value)

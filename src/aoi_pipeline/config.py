@@ -21,6 +21,7 @@ from aoi_pipeline.core.publish_manifest import normalise_prefix
 from aoi_pipeline.core.spec.schema import MAX_BATCH_SIZE, MAX_EPOCHS
 from aoi_pipeline.core.spec.yaml_io import load_yaml_text
 from aoi_pipeline.errors import ConfigError, Problem
+from aoi_pipeline.jobs.gpu import is_gpu_share
 
 DEFAULT_TAO_PYT_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt"
 DEFAULT_TAO_DS_IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-data-services"
@@ -107,6 +108,18 @@ class AutomlSettings(_Strict):
     search_space: dict[str, SearchParameter | None] = Field(default_factory=dict)
     # Dotted spec overrides applied to every trial (e.g. image size for a quick run).
     spec_overrides: tuple[str, ...] = ()
+    # Stop hopeless trials from their per-epoch validation FAR (status.json): Optuna's median rule or
+    # successive halving; no pruning before `pruner_warmup_epochs` validations.
+    pruner: Literal["none", "median", "successive_halving"] = "none"
+    pruner_warmup_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS, strict=True)] = 1
+    # A GPU-hour budget instead of a fixed number of recommendations (set one of the two).
+    max_gpu_hours: Annotated[float, Field(gt=0, le=100000)] | None = None
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> AutomlSettings:
+        if self.max_gpu_hours is not None and "recommendations" in self.model_fields_set:
+            raise ValueError("set recommendations or max_gpu_hours, not both (they are alternative budgets)")
+        return self
 
     @field_validator("spec_overrides")
     @classmethod
@@ -195,7 +208,8 @@ class PipelineConfig(_Strict):
     dataset: DatasetSettings = DatasetSettings()
     images: Images = Images()
     gpus: int | Literal["auto"] = "auto"
-    gpus_per_job: Annotated[int, Field(ge=0, le=64, strict=True)] = 1
+    # A fraction 1/k (0.5, 0.25, ...) packs k jobs onto one GPU; local platform only.
+    gpus_per_job: int | float = 1
     job_timeout_minutes: Annotated[float, Field(gt=0)] | None = None
     credentials: tuple[str, ...] = ()
     kubernetes: KubernetesSettings = KubernetesSettings()
@@ -224,6 +238,26 @@ class PipelineConfig(_Strict):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
             return value
         raise ValueError("must be 'auto' or a GPU count >= 0")
+
+    @field_validator("gpus_per_job", mode="before")
+    @classmethod
+    def _gpu_share(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 64:
+            raise ValueError("must be a GPU count from 0 to 64, or a fraction 1/k of one GPU (0.5, 0.25, ...)")
+        if float(value).is_integer():
+            return int(value)
+        if value < 1 and is_gpu_share(value):
+            return float(value)
+        raise ValueError("a fractional GPU share must divide one GPU: 1/k such as 0.5, 0.25 or 0.125")
+
+    @model_validator(mode="after")
+    def _whole_gpus_on_pools(self) -> PipelineConfig:
+        if isinstance(self.gpus_per_job, float) and self.platform != "local":
+            raise ValueError(
+                f"gpus_per_job {self.gpus_per_job:g}: the {self.platform} work pool takes whole GPUs per job; "
+                "a fractional share packs trials onto a GPU on the local platform only (use 1 here)"
+            )
+        return self
 
     @property
     def resolved_results_root(self) -> Path:

@@ -166,3 +166,59 @@ def test_parse_gpu_line(line, expected):
 def test_a_gpu_describes_its_memory_or_says_it_is_unknown():
     assert GpuInfo("NVIDIA L40S", 44.99).describe() == "NVIDIA L40S (45.0 GiB)"
     assert GpuInfo("Board", None).describe() == "Board (memory unknown)"
+
+
+def test_quarter_shares_fill_one_gpu_four_times_and_a_fifth_waits():
+    slots = GpuSlots([0])
+    taken = [slots.take(0.25) for _ in range(4)]
+    assert taken == [(0,)] * 4
+    assert slots.loads() == {0: 1.0}
+    assert not slots.fits_now(0.25)
+    cancel = threading.Event()
+    cancel.set()
+    assert slots.take(0.25, cancel=cancel) is None  # a fifth quarter would put the GPU over its whole
+
+    slots.release((0,), 0.25)
+    assert slots.take(0.25, cancel=cancel) == (0,)
+
+
+def test_shares_spread_over_the_least_loaded_gpu_first():
+    slots = GpuSlots([0, 1])
+    order = [slots.take(0.25) for _ in range(4)]
+    assert order == [(0,), (1,), (0,), (1,)]
+    assert slots.loads() == {0: 0.5, 1: 0.5}
+
+
+def test_mixed_shares_never_put_a_gpu_over_its_whole():
+    slots = GpuSlots([0, 1])
+    cancel = threading.Event()
+    cancel.set()
+    assert slots.take(0.5, cancel=cancel) == (0,)
+    assert slots.take(0.5, cancel=cancel) == (1,)
+    assert slots.take(0.25, cancel=cancel) == (0,)
+    assert slots.take(0.25, cancel=cancel) == (1,)
+    assert slots.take(0.25, cancel=cancel) == (0,)
+    assert slots.take(0.5, cancel=cancel) is None  # 0.75 + 0.5 and 1.0 + 0.5 both exceed a GPU
+    assert max(slots.loads().values()) <= 1.0
+
+
+def test_a_whole_gpu_job_waits_for_a_gpu_no_share_is_lent_from():
+    slots = GpuSlots([0, 1])
+    slots.take(0.25)
+    cancel = threading.Event()
+    cancel.set()
+    assert slots.take(1, cancel=cancel) == (1,)
+    assert slots.take(1, cancel=cancel) is None  # GPU 0 still holds a quarter job
+    slots.release((0,), 0.25)
+    assert slots.take(1, cancel=cancel) == (0,)
+
+
+@pytest.mark.parametrize("share", [0.3, 0.7, 1.5, -0.25])
+def test_a_share_that_does_not_divide_a_gpu_is_refused(share):
+    with pytest.raises(ConfigError, match="share 1/k"):
+        GpuSlots([0]).take(share)
+
+
+def test_a_share_needs_at_least_one_gpu():
+    with pytest.raises(ConfigError, match="this launcher has 0"):
+        GpuSlots([]).check_fits(0.5)

@@ -493,3 +493,62 @@ def test_the_job_record_names_the_process_group_of_the_job(tmp_path, launcher):
     helper.join()
 
     assert seen["group"] == seen["job_group"]
+
+
+def test_stop_kills_only_the_job_in_that_folder(tmp_path, launcher):
+    stopped_job = make_job(tmp_path, "hang", name="stopped", results_dir=tmp_path / "stopped")
+    other_job = make_job(tmp_path, "hang", name="other", results_dir=tmp_path / "other")
+    other_cancel = threading.Event()
+    results = {}
+
+    def run(job: TaoJob, cancel: threading.Event | None) -> None:
+        results[job.name] = launcher.run(job, log=Lines(), cancel=cancel)
+
+    threads = [
+        threading.Thread(target=run, args=(stopped_job, None)),
+        threading.Thread(target=run, args=(other_job, other_cancel)),
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while not all((job.results_dir / "pids.txt").exists() for job in (stopped_job, other_job)):
+        assert time.monotonic() < deadline, "the fake jobs never started"
+        time.sleep(0.05)
+
+    assert launcher.stop(stopped_job.results_dir, "pruned") is True
+    threads[0].join(10)
+    assert results["stopped"].status == "cancelled"
+    assert wait_gone(job_pids(stopped_job))
+    assert not any(is_gone(pid) for pid in job_pids(other_job))
+
+    other_cancel.set()
+    threads[1].join(10)
+    assert results["other"].status == "cancelled"
+    assert launcher.stop(stopped_job.results_dir, "again") is False  # nothing runs there any more
+
+
+def test_quarter_gpu_jobs_share_one_gpu_four_at_a_time(tmp_path, fake_runtime):
+    launcher = make_launcher(fake_runtime, gpu_slots=GpuSlots([0]))
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    spec = {"fake": {"mode": "rendezvous", "dir": str(meeting), "parties": 4}}
+    logs = {name: Lines() for name in "abcd"}
+    results = {}
+
+    def run(name: str) -> None:
+        job = make_job(tmp_path, "train", name=f"trial-{name}", gpus=0.25, spec=spec, results_dir=tmp_path / name)
+        results[name] = launcher.run(job, log=logs[name])
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in logs]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # The rendezvous waits (up to 20 s) until all four run at once: it only ends early when they share the GPU.
+    assert time.monotonic() - started < 20
+    assert all(result.ok for result in results.values())
+    seen = {next(line for line in log.lines if line.startswith("CUDA_VISIBLE_DEVICES")) for log in logs.values()}
+    assert seen == {"CUDA_VISIBLE_DEVICES=[0]"}
+    assert launcher.gpu_slots.loads() == {0: 0.0}

@@ -203,7 +203,16 @@ def test_the_trials_table_lists_every_trial_with_the_same_columns(storage):
     running = ask(study, [SPACE[0]])
 
     table = trials_table(study)
-    columns = ["number", "state", "far_pct", "val_loss", "duration_s", *(p.key for p in SPACE), "reason"]
+    columns = [
+        "number",
+        "state",
+        "far_pct",
+        "val_loss",
+        "duration_s",
+        "pruned_epoch",
+        *(p.key for p in SPACE),
+        "reason",
+    ]
     assert [list(row) for row in table] == [columns] * 3
     assert [row["state"] for row in table] == ["complete", "collapsed", "running"]
     assert table[0]["far_pct"] == 12.3457

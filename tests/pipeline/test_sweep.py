@@ -7,6 +7,7 @@ counts how many trials are in flight at once.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from aoi_pipeline.core.search_space import SearchParam
 from aoi_pipeline.pipeline.study import ask, open_study
-from aoi_pipeline.pipeline.sweep import run_sweep
+from aoi_pipeline.pipeline.sweep import SweepBudget, TrialWatch, run_sweep
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
 SPACE = (
@@ -216,3 +217,127 @@ def test_failed_trials_count_against_the_budget_and_do_not_win(storage):
     states = {row["number"]: row["state"] for row in summary.table}
     assert states == {0: "complete", 1: "failed", 2: "complete", 3: "failed"}
     assert summary.best_number == 2
+
+
+# ------------------------------------------------------------------------ resume, pruning and a time budget
+
+
+def test_an_interrupted_trial_is_proposed_again_with_its_parameters(storage):
+    crashed = study_at(storage)
+    stale = ask(crashed, SPACE)
+    trials = FakeTrials(1)
+    sweep(study_at(storage), recommendations=1, parallel=1, trials=trials, finished=lambda n: None)
+    study = study_at(storage)
+    [rerun] = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    assert rerun.number != stale.number
+    assert rerun.params == pytest.approx(stale.params)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))
+
+
+def test_a_stale_trial_whose_job_is_alive_is_reattached_not_failed(storage):
+    crashed = study_at(storage)
+    stale = ask(crashed, SPACE)  # its work-pool job outlived the parent
+    trials = FakeTrials(1)
+    summary, _ = sweep(
+        study_at(storage), recommendations=2, parallel=1, trials=trials, reattachable=lambda n: n == stale.number
+    )
+    assert summary.interrupted == []
+    assert trials.ran[0] == stale.number and len(trials.ran) == 2
+    study = study_at(storage)
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_a_sweep_ending_by_an_error_leaves_no_trial_running(storage):
+    release = threading.Event()
+
+    def trial(number: int, params: dict[str, Any]) -> TrialOutcome:
+        if number == 0:
+            raise RuntimeError("the flow run was cancelled")
+        release.wait(10)
+        return outcome(number, params)
+
+    with ThreadPoolExecutor(max_workers=2) as pool, pytest.raises(RuntimeError):
+        run_sweep(
+            study_at(storage),
+            SPACE,
+            recommendations=3,
+            parallel=2,
+            submit=lambda proposal: pool.submit(trial, proposal.number, proposal.params),
+            as_completed=as_completed,
+        )
+    release.set()
+    study = study_at(storage)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert {trial.user_attrs.get("reason") for trial in study.trials} == {"interrupted"}
+
+
+class EpochTrials:
+    """Trials that train `epochs` epochs of `epoch_s` each; the FAR of every epoch is the trial's final FAR.
+
+    `history` serves the sweep's watch; `stop` ends a trial's training early, as a stopped job would."""
+
+    def __init__(self, epochs: int, epoch_s: float) -> None:
+        self.epochs, self.epoch_s = epochs, epoch_s
+        self.done: dict[int, int] = {}
+        self.far: dict[int, float] = {}
+        self.stopped: dict[int, threading.Event] = {}
+
+    def __call__(self, number: int, params: dict[str, Any]) -> TrialOutcome:
+        self.far[number], self.done[number] = far_of(params), 0
+        stop = self.stopped.setdefault(number, threading.Event())
+        for _ in range(self.epochs):
+            if stop.wait(self.epoch_s):
+                pruned = dataclasses.replace(outcome(number, params), state="pruned", far_pct=None)
+                return dataclasses.replace(pruned, pruned_epoch=self.done[number])
+            self.done[number] += 1
+        return outcome(number, params)
+
+    def history(self, number: int) -> list[tuple[int, float]]:
+        return [(epoch, self.far[number]) for epoch in range(1, self.done.get(number, 0) + 1)]
+
+    def stop(self, number: int, epochs_done: int, value: float) -> bool:
+        self.stopped.setdefault(number, threading.Event()).set()
+        return True
+
+
+def test_the_median_pruner_stops_a_trial_worse_than_the_finished_ones(storage):
+    study = open_study(storage, study_name="phase1", seed=0, recommendations=5, pruner=optuna.pruners.MedianPruner(3))
+    for lr in (1e-5, 2e-5, 3e-5, 4e-4):  # FAR 1, 2, 3 % and a hopeless 40 %
+        study.enqueue_trial({LR: lr, "train.optim.momentum": 0.9})
+    trials = EpochTrials(epochs=6, epoch_s=0.05)
+    watch = TrialWatch(history=trials.history, stop=trials.stop, poll_s=0.01)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        summary = run_sweep(
+            study,
+            SPACE,
+            recommendations=4,
+            parallel=1,
+            submit=lambda proposal: pool.submit(trials, proposal.number, proposal.params),
+            as_completed=as_completed,
+            watch=watch,
+        )
+    states = [row["state"] for row in summary.table]
+    assert states == ["complete", "complete", "complete", "pruned"]
+    assert trials.done[3] < 6
+    pruned = study_at(storage).trials[3]
+    assert pruned.state == optuna.trial.TrialState.PRUNED
+    assert pruned.intermediate_values and list(pruned.intermediate_values.values()) == pytest.approx(
+        [40.0] * len(pruned.intermediate_values)
+    )
+    assert pruned.value == pytest.approx(40.0)  # Optuna keeps the last reported FAR
+
+
+def test_a_gpu_hour_budget_starts_trials_until_the_hours_are_used(storage):
+    def timed(number: int, params: dict[str, Any]) -> TrialOutcome:
+        return dataclasses.replace(outcome(number, params), duration_s=900.0)  # a quarter of an hour each
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        summary = run_sweep(
+            study_at(storage),
+            SPACE,
+            parallel=1,
+            submit=lambda proposal: pool.submit(timed, proposal.number, proposal.params),
+            as_completed=as_completed,
+            budget=SweepBudget(max_gpu_hours=0.5, gpus_per_trial=0.5),  # 0.125 GPU-hours per trial
+        )
+    assert len(summary.table) == 4

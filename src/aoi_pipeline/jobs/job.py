@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 
 from aoi_pipeline.errors import ConfigError, Problem
 from aoi_pipeline.jobs.failures import Failure
+from aoi_pipeline.jobs.gpu import is_gpu_share
 
 Runtime = Literal["reference", "tao"]
 JobStatus = Literal["success", "failed", "cancelled", "timed_out"]
@@ -59,7 +60,8 @@ class TaoJob:
     runtime: Runtime = "reference"
     overrides: tuple[str, ...] = ()
     mounts: tuple[Mount, ...] = ()
-    gpus: int = 0
+    # Whole GPUs, or a share 1/k of one GPU (local launcher only: k jobs packed onto one GPU).
+    gpus: int | float = 0
     env_names: tuple[str, ...] = ()
     timeout_s: float | None = None
 
@@ -206,8 +208,11 @@ def _job_problems(job: TaoJob) -> list[Problem]:
         problems.append(
             Problem(f"{where}.spec", f"the spec is a {type(job.spec).__name__}", "pass the spec as a mapping")
         )
-    if isinstance(job.gpus, bool) or not isinstance(job.gpus, int) or job.gpus < 0:
-        problems.append(Problem(f"{where}.gpus", f"gpus is {job.gpus!r}", "use a whole number >= 0"))
+    whole = isinstance(job.gpus, int) and not isinstance(job.gpus, bool) and job.gpus >= 0
+    if not whole and not is_gpu_share(job.gpus):
+        problems.append(
+            Problem(f"{where}.gpus", f"gpus is {job.gpus!r}", "use a whole number >= 0 or a share 1/k of one GPU")
+        )
     if job.timeout_s is not None and not job.timeout_s > 0:
         problems.append(
             Problem(f"{where}.timeout_s", f"timeout_s is {job.timeout_s!r}", "use a positive number or None")

@@ -76,6 +76,9 @@ class LocalLauncher:
         self.extra_env = dict(extra_env or {})
         self.command_resolver = command_resolver or self.find_runtime
         self.kill_grace_s = kill_grace_s
+        # One stop event per job running now, by results dir: `stop` ends one job without cancelling others.
+        self._stops: dict[Path, threading.Event] = {}
+        self._stops_lock = threading.Lock()
 
     def find_runtime(self, job: TaoJob) -> list[str]:
         """`<python bin dir>/<program> <action>`, else the program on PATH; FileNotFoundError if neither."""
@@ -125,22 +128,42 @@ class LocalLauncher:
         command = [*prefix, "-e", str(spec_path), *job.overrides]
         run.write_record(command, state="pending")
 
-        if self.gpu_slots.free_count() < job.gpus:
-            run.say(f"waiting for {job.gpus} free GPU(s) of {list(self.gpu_slots.gpu_ids)}")
-        gpu_ids = self.gpu_slots.take(job.gpus, cancel=cancel)
-        if gpu_ids is None:
-            run.append_log("cancelled while waiting for GPUs; the job never started")
-            return run.finish(command, exit_code=None, status="cancelled", failure=None, external_id=None)
+        stop = self._stop_event(results_dir)
         try:
-            env = {
-                **os.environ,
-                **self.extra_env,
-                "CUDA_VISIBLE_DEVICES": cuda_visible_devices(gpu_ids),
-                "PYTHONUNBUFFERED": "1",
-            }
-            return self._execute(run, command, env, cancel, checkpoints_before, status_before)
+            if not self.gpu_slots.fits_now(job.gpus):
+                run.say(f"waiting for {job.gpus:g} free GPU(s) of {list(self.gpu_slots.gpu_ids)}")
+            gpu_ids = self.gpu_slots.take(job.gpus, cancel=_either(cancel, stop))
+            if gpu_ids is None:
+                run.append_log("cancelled while waiting for GPUs; the job never started")
+                return run.finish(command, exit_code=None, status="cancelled", failure=None, external_id=None)
+            try:
+                env = {
+                    **os.environ,
+                    **self.extra_env,
+                    "CUDA_VISIBLE_DEVICES": cuda_visible_devices(gpu_ids),
+                    "PYTHONUNBUFFERED": "1",
+                }
+                return self._execute(run, command, env, _either(cancel, stop), checkpoints_before, status_before)
+            finally:
+                self.gpu_slots.release(gpu_ids, job.gpus)
         finally:
-            self.gpu_slots.release(gpu_ids)
+            with self._stops_lock:
+                self._stops.pop(results_dir, None)
+
+    def stop(self, results_dir: Path, reason: str = "stopped") -> bool:
+        """Stop the job running in `results_dir` (its process group: SIGTERM, grace, SIGKILL); it then ends
+        `cancelled`. False when no job of this launcher runs there (it ended already, or never started)."""
+        with self._stops_lock:
+            event = self._stops.get(Path(results_dir).absolute())
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def _stop_event(self, results_dir: Path) -> threading.Event:
+        with self._stops_lock:
+            event = self._stops[results_dir] = threading.Event()
+        return event
 
     def _execute(
         self,
@@ -373,6 +396,20 @@ def _pump_output(
         except (ValueError, OSError):  # job.log closed after an interrupt: the caller's log still gets it
             pass
     stream.close()
+
+
+class _AnyEvent:
+    """Set when any of its events is set: the run-wide cancel event or one job's stop event."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self.events)
+
+
+def _either(cancel: threading.Event | None, stop: threading.Event) -> Any:
+    return stop if cancel is None else _AnyEvent(cancel, stop)
 
 
 def _wait(process: subprocess.Popen[bytes], cancel: threading.Event | None, timeout_s: float | None) -> _Outcome:

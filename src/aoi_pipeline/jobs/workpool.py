@@ -69,9 +69,9 @@ def job_variables(platform: str, job: TaoJob, shared_dirs: Iterable[Path]) -> di
         volumes[str(mount.host)] = f"{mount.host.absolute()}:{mount.container}{':ro' if mount.read_only else ''}"
     variables: dict[str, Any] = {"image": job.image, "volumes": sorted(volumes.values())}
     if platform == "docker":
-        variables["device_requests"] = docker_device_requests(job.gpus)
+        variables["device_requests"] = docker_device_requests(int(job.gpus))
     else:
-        variables["gpus"] = job.gpus
+        variables["gpus"] = int(job.gpus)  # whole GPUs: `WorkPoolJobRunner.run` refuses a share
     return variables
 
 
@@ -99,14 +99,42 @@ class WorkPoolJobRunner:
         self.log = log
         self.poll_s = poll_s
         self.variables = variables or (lambda job: job_variables(platform, job, self.shared_dirs))
+        # One stop event per job waited on now, by results dir: `stop` cancels that job's child run only.
+        self._stops: dict[Path, threading.Event] = {}
+        self._stops_lock = threading.Lock()
+
+    def stop(self, results_dir: Path, reason: str = "stopped") -> bool:
+        """Cancel the child run of the job in `results_dir` (the pool's worker then kills the container,
+        deletes the Kubernetes Job or scancels the Slurm job); it ends `cancelled`. False when this runner
+        waits on no job there."""
+        with self._stops_lock:
+            event = self._stops.get(Path(results_dir).absolute())
+        if event is None:
+            return False
+        self.log(f"[{Path(results_dir).name}] stopping its child run: {reason}")
+        event.set()
+        return True
 
     def run(self, job: TaoJob) -> JobResult:
         """Dispatch the job (or re-attach to its child still in flight) and return how it ended."""
+        if not float(job.gpus).is_integer():
+            raise ConfigError.at(
+                f"job {job.name!r}.gpus",
+                f"asks for a share ({job.gpus:g}) of a GPU, but the {self.platform} work pool lends whole GPUs",
+                "set gpus_per_job to a whole number; shares pack trials onto GPUs on the local platform only",
+            )
         started_at = datetime.now(UTC)
-        record = self._attach_or_create(job)
-        if record.flow_run_id is None:
-            record = self._dispatch(job, record)
-        record, final_state, message = self._wait(job, record)
+        stop = threading.Event()
+        with self._stops_lock:
+            self._stops[job.results_dir.absolute()] = stop
+        try:
+            record = self._attach_or_create(job)
+            if record.flow_run_id is None:
+                record = self._dispatch(job, record)
+            record, final_state, message = self._wait(job, record, stop)
+        finally:
+            with self._stops_lock:
+                self._stops.pop(job.results_dir.absolute(), None)
         result = child_result(
             job,
             final_state=final_state,
@@ -177,7 +205,9 @@ class WorkPoolJobRunner:
 
     # ------------------------------------------------------------------------------------------ waiting
 
-    def _wait(self, job: TaoJob, record: DispatchRecord) -> tuple[DispatchRecord, str, str | None]:
+    def _wait(
+        self, job: TaoJob, record: DispatchRecord, stop: threading.Event
+    ) -> tuple[DispatchRecord, str, str | None]:
         """Poll the child until it ends: (updated record, final state type, state message)."""
         from prefect import get_client
 
@@ -199,8 +229,12 @@ class WorkPoolJobRunner:
                 if state_type not in _NOT_FINAL:
                     return record, state_type, state.message if state is not None else None
                 now = time.monotonic()
-                if self.cancel is not None and self.cancel.is_set() and cancel_sent is None:
-                    cancel_flow_runs(client, [flow_run], "the pipeline run was cancelled")
+                cancelled = self.cancel is not None and self.cancel.is_set()
+                if (cancelled or stop.is_set()) and cancel_sent is None:
+                    reason = (
+                        "the pipeline run was cancelled" if cancelled else "the job was stopped by its pipeline run"
+                    )
+                    cancel_flow_runs(client, [flow_run], reason)
                     cancel_sent = now
                 elif cancel_sent is not None and now - cancel_sent > _CANCEL_WAIT_S:
                     return record, "CANCELLED", "the child did not confirm its cancellation in time"

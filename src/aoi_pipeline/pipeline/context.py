@@ -41,7 +41,7 @@ class JobDefaults:
 
     image: str
     runtime: str
-    gpus: int = 0
+    gpus: int | float = 0  # a float is a share 1/k of one GPU (trials packed onto GPUs, local platform)
     timeout_s: float | None = None
 
     @classmethod

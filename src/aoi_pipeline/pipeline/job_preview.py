@@ -9,6 +9,7 @@ On a work pool the GPUs are the pool's nodes', not this machine's, so `gpus: aut
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def preview_job(config: PipelineConfig, action: str) -> TaoJob:
     if action not in ACTIONS:
         raise ConfigError.at("--action", f"unknown action {action!r}", f"use one of {', '.join(ACTIONS)}")
     # The job is previewed for a work pool, whose nodes hold the GPUs: `gpus: auto` means GPUs are there.
-    defaults = JobDefaults.from_config(config, visible_gpus=config.gpus_per_job)
+    defaults = JobDefaults.from_config(config, visible_gpus=math.ceil(config.gpus_per_job))
     return defaults.job(
         name=f"preview.{action}",
         action=action,

@@ -1,7 +1,8 @@
 """How the pipeline runs jobs: the `JobRunner` seam and the rule for a job that did not succeed.
 
 Pipeline steps never start processes themselves; they hand a `TaoJob` to a `JobRunner` (the local launcher
-wrapped by a Prefect task, or later a work-pool deployment) and get a `JobResult` back. A failed job becomes
+wrapped by a Prefect task, or a work-pool deployment) and get a `JobResult` back; a runner that can also stop
+one job (`stop_job`) lets the AutoML sweep end a pruned trial's training early. A failed job becomes
 an error of the hierarchy: infrastructure failures may be retried by the task layer, program failures are
 hard stops.
 """
@@ -23,6 +24,22 @@ class JobRunner(Protocol):
     """Runs one job to its end and reports how it went."""
 
     def run(self, job: TaoJob) -> JobResult: ...
+
+
+@runtime_checkable
+class StoppableJobRunner(JobRunner, Protocol):
+    """A runner that can also stop one job it runs (a pruned trial's training), leaving the others be."""
+
+    def stop(self, results_dir: Path, reason: str) -> bool: ...
+
+
+def stop_job(runner: JobRunner, results_dir: Path, reason: str) -> bool:
+    """Ask `runner` to stop the job running in `results_dir`: a local process group is killed, a work-pool
+    child run is cancelled (its worker removes the container, Kubernetes Job or Slurm job). The job then
+    ends `cancelled`. False when the runner cannot stop jobs or runs none there (it ended already)."""
+    if not isinstance(runner, StoppableJobRunner):
+        return False
+    return runner.stop(Path(results_dir), reason)
 
 
 def set_aside(results_dir: Path) -> None:

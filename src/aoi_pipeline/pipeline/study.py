@@ -3,8 +3,10 @@
 Phase 1 and Phase 3 each keep one study in a SQLite file inside the run directory, so a resumed run continues
 the same study with every finished trial kept. The flow asks for a recommendation, runs it as real jobs and
 tells the outcome: a scored trial completes with its FAR (minimised) and keeps its `val_loss` for breaking
-ties, a failed or mode-collapsed trial is told as FAIL with its reason, and trials left RUNNING by a crashed
-run are failed as interrupted (Optuna's heartbeat cannot do that for ask/tell trials). The sampler is TPE,
+ties, a failed or mode-collapsed trial is told as FAIL with its reason, a pruned one as PRUNED, and trials left
+RUNNING by a crashed run are failed as interrupted and queued to be proposed again (Optuna's heartbeat cannot
+do that for ask/tell trials), unless their job is still alive on a work pool: then the sweep re-attaches.
+The SQLite file is an ordinary Optuna RDB storage, so `optuna-dashboard sqlite:///<file>` reads it. The sampler is TPE,
 multivariate (the learning rate and the loss weights interact) with the constant liar, so recommendations
 asked in parallel before any of them finishes are spread apart instead of piling onto one point.
 """
@@ -50,6 +52,7 @@ _OUTCOME_ATTRS = (
     "train_spec_path",
     "inference_csv",
     "duration_s",
+    "pruned_epoch",
 )
 
 
@@ -70,7 +73,14 @@ def startup_trials(recommendations: int) -> int:
     return min(10, max(2, recommendations // 2))
 
 
-def open_study(storage_path: Path, *, study_name: str, seed: int, recommendations: int | None = None) -> optuna.Study:
+def open_study(
+    storage_path: Path,
+    *,
+    study_name: str,
+    seed: int,
+    recommendations: int | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
     """Create or reopen (same file, same name) the minimising study of one phase.
 
     The parent directory must exist: it is created by the approved flow, never here. A reopened study keeps
@@ -94,6 +104,7 @@ def open_study(storage_path: Path, *, study_name: str, seed: int, recommendation
         study_name=study_name,
         direction="minimize",
         sampler=_sampler(seed, recommendations),
+        pruner=pruner or optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
     if study.direction != optuna.study.StudyDirection.MINIMIZE:
@@ -155,12 +166,24 @@ def _distribution(param: SearchParam) -> BaseDistribution:
 
 def ask(study: optuna.Study, space: Sequence[SearchParam]) -> Proposal:
     """The next recommendation; the trial stays RUNNING until `tell` (or `fail_stale` after a crash)."""
+    return ask_trial(study, space)[0]
+
+
+def ask_trial(
+    study: optuna.Study, space: Sequence[SearchParam], params: dict[str, Any] | None = None
+) -> tuple[Proposal, optuna.Trial]:
+    """The next recommendation and its Optuna trial (per-epoch values are reported on it for pruning).
+
+    `params` proposes those values again (an interrupted trial's) instead of sampling new ones.
+    """
+    if params:
+        study.enqueue_trial(params, skip_if_exists=False)
     trial = study.ask(distributions(space))
-    return Proposal(number=trial.number, params=dict(trial.params))
+    return Proposal(number=trial.number, params=dict(trial.params)), trial
 
 
 def tell(study: optuna.Study, number: int, outcome: TrialOutcome) -> None:
-    """Record a trial's outcome: complete with its FAR, or FAIL with the reason (failed or collapsed).
+    """Record a trial's outcome: complete with its FAR, PRUNED, or FAIL with the reason (failed or collapsed).
 
     A trial already finished in the study keeps its record, so telling again after a resume is harmless.
     """
@@ -185,6 +208,8 @@ def tell(study: optuna.Study, number: int, outcome: TrialOutcome) -> None:
     _set_user_attrs(study, frozen, attrs)
     if complete:
         study.tell(number, outcome.far_pct)
+    elif outcome.state == "pruned":
+        study.tell(number, state=TrialState.PRUNED)  # Optuna keeps its last reported FAR as its value
     else:
         study.tell(number, state=TrialState.FAIL)
 
@@ -215,23 +240,44 @@ def _frozen_trial(study: optuna.Study, number: int) -> FrozenTrial:
     )
 
 
-def fail_stale(study: optuna.Study, *, finished: Callable[[int], TrialOutcome | None] | None = None) -> list[int]:
-    """Fail the trials a crashed run left RUNNING (reason "interrupted"); returns their numbers.
+def fail_stale(
+    study: optuna.Study,
+    *,
+    finished: Callable[[int], TrialOutcome | None] | None = None,
+    reattachable: Callable[[int], bool] | None = None,
+) -> list[int]:
+    """Settle the trials a crashed run left RUNNING; returns the numbers failed as interrupted.
 
     Call it once when a run reopens its study, before asking: it cannot tell a stale trial from one still
     running in this process. With `finished`, a stale trial whose run did finish (its outcome was written
-    but never told) is told that outcome instead and is not in the returned list.
+    but never told) is told that outcome. With `reattachable`, a stale trial whose job is still alive (on a
+    work pool) stays RUNNING for the caller to re-attach to (`stale_running`). Every other one is failed
+    (reason "interrupted"); the sweep proposes its parameters again (`ask_trial`'s `params`).
     """
     failed: list[int] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         outcome = finished(trial.number) if finished is not None else None
         if outcome is not None:
             tell(study, trial.number, outcome)
-            continue
-        _set_user_attrs(study, trial, {ATTR_OUTCOME: "failed", ATTR_REASON: INTERRUPTED})
-        study.tell(trial.number, state=TrialState.FAIL)
-        failed.append(trial.number)
+        elif reattachable is None or not reattachable(trial.number):
+            interrupt(study, trial)
+            failed.append(trial.number)
     return failed
+
+
+def interrupt(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Fail a trial whose run was interrupted (reason "interrupted"); it uses up no recommendation."""
+    _set_user_attrs(study, trial, {ATTR_OUTCOME: "failed", ATTR_REASON: INTERRUPTED})
+    study.tell(trial.number, state=TrialState.FAIL)
+
+
+def stale_running(study: optuna.Study) -> list[tuple[Proposal, optuna.Trial]]:
+    """The trials still RUNNING after `fail_stale` (jobs alive on a work pool), as proposals to re-attach
+    to, each with the Optuna trial its per-epoch values are reported on."""
+    return [
+        (Proposal(trial.number, dict(trial.params)), optuna.trial.Trial(study, trial._trial_id))
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -261,8 +307,9 @@ _STATE_NAMES = {
 def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial, in trial order, for a table artifact: every row has the same columns.
 
-    Columns: number, state (complete | failed | collapsed | running), far_pct, val_loss, duration_s, one
-    column per searched spec key (None where a trial did not search it), reason.
+    Columns: number, state (complete | failed | collapsed | pruned | running), far_pct, val_loss, duration_s,
+    pruned_epoch (epochs done when pruned), one column per searched spec key (None where a trial did not
+    search it), reason.
     """
     trials = sorted(study.get_trials(deepcopy=False), key=lambda trial: trial.number)
     keys: list[str] = []
@@ -283,6 +330,7 @@ def _table_row(trial: FrozenTrial, param_keys: list[str]) -> dict[str, Any]:
         "far_pct": _rounded(far_pct),
         "val_loss": _rounded(attrs.get("val_loss")),
         "duration_s": None if duration is None else round(float(duration), 1),
+        "pruned_epoch": attrs.get("pruned_epoch"),
     }
     for key in param_keys:
         row[key] = _rounded(trial.params.get(key))

@@ -7,7 +7,8 @@ that scores every validation row the same, or flags every row at that operating 
 class and is rejected rather than ranked. A program failure fails only this trial and the sweep goes on; an
 infrastructure failure raises `TrialInfrastructureError` so the caller may retry the trial. The outcome is
 recorded in `trial.json` beside the jobs' own directories, and a trial whose outcome is recorded is never run
-again.
+again. A trial whose training the sweep stopped for its pruner (`pruning.request_prune`) ends `pruned` with the
+epochs it had done.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from aoi_pipeline.jobs.job import JobResult
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.jobs.status_json import read_status, validation_history
 from aoi_pipeline.pipeline.context import RunContext
+from aoi_pipeline.pipeline.pruning import PRUNE_FILE, PRUNE_METRIC, PRUNING_OVERRIDES, TRAIN_DIR, read_prune
 from aoi_pipeline.pipeline.run_specs import inference_spec, training_spec
 
-TrialState = Literal["complete", "failed", "collapsed"]
+TrialState = Literal["complete", "failed", "collapsed", "pruned"]
 TRIAL_FILE = "trial.json"
-TRAIN_DIR = "train"
 VAL_INFERENCE_DIR = "val_inference"
 INFERENCE_CSV = "inference.csv"
 # Scores closer together than this are one score: float32 networks do not separate rows by less.
@@ -65,6 +66,8 @@ class TrialOutcome:
     inference_csv: Path | None
     duration_s: float
     reason: str = ""
+    # Epochs the training had done when its pruner stopped it (state "pruned" only).
+    pruned_epoch: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON document of `trial.json` (paths as strings)."""
@@ -93,6 +96,7 @@ class TrialOutcome:
                 inference_csv=_optional_path(record["inference_csv"]),
                 duration_s=float(record["duration_s"]),
                 reason=str(record.get("reason", "")),
+                pruned_epoch=None if record.get("pruned_epoch") is None else int(record["pruned_epoch"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise StateError.at(
@@ -160,13 +164,20 @@ def run_trial(
         batch_size=settings.batch_size,
         params=params,
         pretrained_model=pretrained_model,
-        extra_overrides=settings.spec_overrides,
+        # The pruner needs a validation every epoch; the phase's own overrides come after and may change it.
+        extra_overrides=(*PRUNING_OVERRIDES, *settings.spec_overrides)
+        if settings.pruner != "none"
+        else settings.spec_overrides,
     )
     _set_aside_earlier_attempt(train_dir, inference_dir)
+    (trial_dir / PRUNE_FILE).unlink(missing_ok=True)  # a pruning decision of an earlier attempt is not this one's
     record = _Recorder(trial_dir, number, dict(params), started)
     trained = ctx.runner.run(
         ctx.jobs.job(name=_job_name(trial_dir, number, "train"), action="train", spec=train_spec, results_dir=train_dir)
     )
+    pruned = read_prune(trial_dir) if trained.status == "cancelled" else None
+    if pruned is not None:
+        return record.pruned(pruned, settings.num_epochs, train_spec_path=trained.spec_path)
     if (reason := _program_failure(trained, number, "train")) is not None:
         return record.failed(reason, train_spec_path=trained.spec_path)
     checkpoint = best_val_checkpoint(train_dir) or latest_checkpoint(train_dir)
@@ -236,6 +247,14 @@ class _Recorder:
     def failed(self, reason: str, **known: Any) -> TrialOutcome:
         return self._write("failed", reason, **known)
 
+    def pruned(self, decision: Mapping[str, Any], num_epochs: int, **known: Any) -> TrialOutcome:
+        done = int(decision["epochs_done"])
+        value = decision.get(PRUNE_METRIC)
+        reason = f"pruned after epoch {done} of {num_epochs}" + (
+            f" (validation FAR {value:.4g} %)" if isinstance(value, int | float) else ""
+        )
+        return self._write("pruned", reason, pruned_epoch=done, **known)
+
     def scored(self, far: FarResult, collapsed: str | None, **known: Any) -> TrialOutcome:
         return self._write(
             "collapsed" if collapsed else "complete",
@@ -255,6 +274,7 @@ class _Recorder:
             "checkpoint": None,
             "train_spec_path": None,
             "inference_csv": None,
+            "pruned_epoch": None,
             **known,
         }
         outcome = TrialOutcome(
@@ -319,6 +339,12 @@ def _set_aside_earlier_attempt(*job_dirs: Path) -> None:
         while (aside := job_dir.with_name(f"{job_dir.name}.attempt{attempt}")).exists():
             attempt += 1
         job_dir.rename(aside)
+
+
+def trial_in_flight(trial_dir: Path) -> bool:
+    """Whether a job of the trial is still in flight on a work pool (its parent died before it ended), so a
+    rerun re-attaches to it rather than proposing the trial again."""
+    return any(in_flight(Path(trial_dir) / name) for name in (TRAIN_DIR, VAL_INFERENCE_DIR))
 
 
 def _job_name(trial_dir: Path, number: int, action: str) -> str:

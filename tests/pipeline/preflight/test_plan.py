@@ -174,3 +174,27 @@ def test_the_plan_hash_of_a_fixed_plan_is_pinned(platform: str) -> None:
     assert report.plan["base_spec_sha256"] is not None
     assert set(report.plan["search_spaces"]) == {"phase1", "phase3"}
     assert report.plan_hash == PINNED_PLAN_HASHES[platform], json.dumps(report.plan, indent=1, sort_keys=True)
+
+
+def test_a_gpu_hour_budget_shows_the_recommendations_it_implies(ws: Path, preflight, read) -> None:
+    estimates = {"minutes_per_recommendation": 12, "minutes_per_iteration": 30}
+    phase1 = {"max_gpu_hours": 2.0, "pruner": "median", "pruner_warmup_epochs": 3}
+    report = preflight(ws, estimates=estimates, phase1=phase1, phase3={"enabled": False})
+
+    estimate = read.section(report, 8)
+    # 2 GPU-hours at 12 min per recommendation and one GPU (or CPU) per trial: 10 recommendations.
+    assert "N1 = 10 (Phase 1 recommendations implied by max_gpu_hours 2" in estimate
+    assert "10 × 12 min" in estimate
+    phase1_text = read.section(report, 5)
+    assert "2 GPU-hours" in phase1_text and "median rule" in phase1_text and "from epoch 3" in phase1_text
+    unknown = read.section(preflight(ws, phase1={"max_gpu_hours": 2.0}), 8)
+    assert "N1 = unknown" in unknown and "estimates.minutes_per_recommendation" in unknown
+
+
+def test_pruning_and_a_gpu_hour_budget_change_the_plan_hash(ws: Path, preflight) -> None:
+    hashes = {
+        preflight(ws).plan_hash,
+        preflight(ws, phase1={"pruner": "median"}).plan_hash,
+        preflight(ws, phase1={"max_gpu_hours": 1.0}).plan_hash,
+    }
+    assert len(hashes) == 3

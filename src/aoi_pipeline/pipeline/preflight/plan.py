@@ -225,11 +225,31 @@ def _space_table(space: PhaseSpace | None) -> list[str]:
     return ["Swept keys:", "", *table(("spec key", "type", "range"), rows)]
 
 
+def _budget_line(settings: AutomlSettings) -> str:
+    if settings.max_gpu_hours is None:
+        return f"- Recommendations: {settings.recommendations} (each one training job + one validation inference)"
+    return (
+        f"- Budget: {settings.max_gpu_hours:g} GPU-hours of trials (trial time × GPUs per trial; new trials start "
+        "until it is used, those started finish); the count it implies is in the compute estimate"
+    )
+
+
+def _pruner_line(settings: AutomlSettings) -> str:
+    if settings.pruner == "none":
+        return "- Pruning: none (every trial trains all its epochs)"
+    rule = "median rule" if settings.pruner == "median" else "successive halving"
+    return (
+        f"- Pruning: {rule} on each epoch's validation FAR (status.json), from epoch "
+        f"{settings.pruner_warmup_epochs} on; a pruned trial's job is stopped and recorded as pruned"
+    )
+
+
 def _automl_common(facts: PlanFacts, phase: str, settings: AutomlSettings) -> list[str]:
     overrides = ", ".join(f"`{o}`" for o in settings.spec_overrides) or "none"
     return [
         f"- Algorithm: Optuna TPE (multivariate, constant liar for parallel trials), seed {settings.seed}",
-        f"- Recommendations: {settings.recommendations} (each one training job + one validation inference)",
+        _budget_line(settings),
+        _pruner_line(settings),
         f"- Parallel trial slots: {settings.parallel} configured, {facts.gpus.slots(settings.parallel)} usable",
         f"- Metric: {_metric_text(facts.contract)}",
         f"- Validation set: `{facts.workspace.validation_csv}`",
@@ -328,16 +348,15 @@ def phase3_lines(facts: PlanFacts) -> list[str]:
 
 def estimate_lines(facts: PlanFacts) -> list[str]:
     config = facts.config
-    n1 = config.phase1.recommendations if config.phase1.enabled else 0
-    n3 = config.phase3.recommendations if config.phase3.enabled else 0
     m = config.deft.max_iterations + 1
     t_rec = config.estimates.minutes_per_recommendation
     t_iter = config.estimates.minutes_per_iteration
+    n1, what1 = phase_count(config.phase1, t_rec, facts.gpus.per_job)
+    n3, what3 = phase_count(config.phase3, t_rec, facts.gpus.per_job)
     terms = [_term(n1, t_rec), _term(m, t_iter), _term(n3, t_rec)]
     lines = [
         "- Formula: N1 × t_rec + M × t_iter + N3 × t_rec",
-        f"- N1 = {n1} (Phase 1 recommendations{'' if config.phase1.enabled else '; disabled'}), "
-        f"N3 = {n3} (Phase 3 recommendations{'' if config.phase3.enabled else '; disabled'})",
+        f"- N1 = {_count_text(n1)} (Phase 1 {what1}), N3 = {_count_text(n3)} (Phase 3 {what3})",
         f"- M = {config.deft.max_iterations} + 1 = {m} (DEFT iterations plus the baseline stage: "
         "inference and evaluation of the starting model, counted as one iteration)",
         f"- t_rec = {_minutes_or_unknown(t_rec)} (estimates.minutes_per_recommendation), "
@@ -357,9 +376,9 @@ def estimate_lines(facts: PlanFacts) -> list[str]:
     slots = facts.gpus.slots
     wall = _sum_known(
         [
-            _term(math.ceil(n1 / slots(config.phase1.parallel)) if n1 else 0, t_rec),
+            _term(math.ceil(n1 / slots(config.phase1.parallel)) if n1 else n1, t_rec),
             _term(m, t_iter),
-            _term(math.ceil(n3 / slots(config.phase3.parallel)) if n3 else 0, t_rec),
+            _term(math.ceil(n3 / slots(config.phase3.parallel)) if n3 else n3, t_rec),
         ]
     )
     if wall is not None and wall != total:
@@ -385,13 +404,22 @@ def confirmation_lines(blocker_count: int) -> list[str]:
 # ------------------------------------------------------------------------------------------------ plan
 
 
+_AUTOML_KEYS_HASHED_WHEN_SET = {"pruner": "none", "pruner_warmup_epochs": 1, "max_gpu_hours": None}
+
+
 def build_plan(facts: PlanFacts) -> dict[str, Any]:
     """What an approval approves. The run name is left out so a re-run of the same plan keeps its hash."""
     config = facts.config
     # Publishing is approved with the plan when configured; a run that publishes nothing keeps its hash.
     exclude = {"publish"} if config.publish is None else None
+    dumped = config.model_dump(mode="json", exclude=exclude)
+    for phase in ("phase1", "phase3"):
+        # Pruning and a GPU-hour budget left unset keep the hash of plans approved before they existed.
+        for key, default in _AUTOML_KEYS_HASHED_WHEN_SET.items():
+            if dumped[phase].get(key) == default:
+                del dumped[phase][key]
     return {
-        "config": config.model_dump(mode="json", exclude=exclude),
+        "config": dumped,
         "kpi_target": render_target(facts.contract) if facts.contract is not None else None,
         "base_spec_sha256": None if facts.base is None else _json_sha256(facts.base),
         # The mining pool is deliberately not hashed: it is append-only and grows daily, and a nightly
@@ -428,11 +456,30 @@ def _param_dict(param: SearchParam) -> dict[str, Any]:
     return data
 
 
-def _term(count: int, minutes: float | None) -> tuple[str, float | None]:
+def phase_count(settings: AutomlSettings, t_rec: float | None, per_job: float) -> tuple[int | None, str]:
+    """(recommendations, what they are) of an AutoML phase; with a GPU-hour budget, the count it implies at
+    `t_rec` minutes per recommendation and `per_job` GPUs each (None while t_rec is unknown)."""
+    if not settings.enabled:
+        return 0, "recommendations; disabled"
+    hours = settings.max_gpu_hours
+    if hours is None:
+        return settings.recommendations, "recommendations"
+    share = per_job or 1  # a CPU trial counts its wall time once
+    what = f"recommendations implied by max_gpu_hours {hours:g} at {share:g} GPU per trial"
+    if t_rec is None:
+        return None, what + "; unknown until estimates.minutes_per_recommendation is set"
+    return max(1, math.floor(hours * 60 / (t_rec * share))), what
+
+
+def _count_text(count: int | None) -> str:
+    return "unknown" if count is None else str(count)
+
+
+def _term(count: int | None, minutes: float | None) -> tuple[str, float | None]:
     if count == 0:
         return "0", 0.0
-    if minutes is None:
-        return f"{count} × unknown", None
+    if count is None or minutes is None:
+        return f"{_count_text(count)} × {_minutes_or_unknown(minutes)}", None
     return f"{count} × {minutes:g} min", count * minutes
 
 

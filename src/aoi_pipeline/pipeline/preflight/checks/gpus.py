@@ -26,13 +26,15 @@ class GpuPlan:
 
     detected: tuple[GpuInfo, ...] | None
     count: int | str
-    per_job: int
+    per_job: int | float  # a float is a share 1/k of one GPU: k jobs packed onto each GPU
 
     def slots(self, parallel: int) -> int:
-        """How many of `parallel` trials can run at once with this many GPUs per job."""
+        """How many of `parallel` trials can run at once with this many GPUs (or this share of one) per job."""
         if not isinstance(self.count, int) or self.count == 0 or self.per_job == 0:
             return parallel
-        return max(1, min(parallel, self.count // self.per_job))
+        per_gpu = round(1 / self.per_job) if self.per_job < 1 else 0
+        fit = self.count * per_gpu if per_gpu else self.count // int(self.per_job)
+        return max(1, min(parallel, fit))
 
 
 def check_gpus(
