@@ -11,6 +11,7 @@ launcher wrapped by a Prefect task today, a work-pool deployment on another plat
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class JobDefaults:
         """
         if visible_gpus is None:
             remote = config.platform in REMOTE_GPU_PLATFORMS
-            visible_gpus = config.gpus_per_job if remote else GpuSlots.detect().capacity
+            visible_gpus = math.ceil(config.gpus_per_job) if remote else GpuSlots.detect().capacity
         if config.gpus == "auto":
             gpus = config.gpus_per_job if visible_gpus else 0
         else:
