@@ -171,3 +171,22 @@ def test_a_document_that_is_not_a_state_is_refused(complete_run: Run) -> None:
     del state["events"]
     with pytest.raises(StateError, match=r"state\.events"):
         render_report(state)
+
+
+def test_the_automl_trials_show_by_phase_with_the_pruned_ones(complete_run: Run) -> None:
+    trials = {"phase1": {"complete": 6, "pruned": 5, "failed": 1}, "phase3": {"complete": 2}}
+    text = render_report(complete_run.state, extras={"automl_trials": trials})
+    page = _Page(text)
+    assert page.errors == []
+    assert "automl" in page.section_ids()
+    section = _visible(_section(text, "automl"))
+    assert "pruned" in section
+    rows = _table_rows(_section(text, "automl"))
+    assert ["phase1", "6", "1", "5", "12"] in rows and ["phase3", "2", "0", "0", "2"] in rows
+    assert "automl" not in _Page(render_report(complete_run.state)).section_ids()  # no AutoML phase ran
+
+
+def test_a_negative_trial_count_is_refused_naming_the_phase(complete_run: Run) -> None:
+    with pytest.raises(ConfigError) as caught:
+        render_report(complete_run.state, extras={"automl_trials": {"phase1": {"pruned": -1}}})
+    assert "extras.automl_trials.phase1.pruned" in str(caught.value)

@@ -56,7 +56,8 @@ def render_report(state: Mapping[str, Any], *, extras: Mapping[str, Any] | None 
       - `sdg_and_mining`: `{label: {count name: number}}`, SDG and mining counts of each iteration
         (e.g. `sdg_generated`, `mining_candidates`, `mining_below_min_similarity`);
       - `pool_share_used_pct`: rows mined so far as a percentage of the resolved pool's rows;
-      - `handoff`: the content of `best_model.json`.
+      - `handoff`: the content of `best_model.json`;
+      - `automl_trials`: `{phase: {state: trials}}`, e.g. `{"phase1": {"complete": 6, "pruned": 5}}`.
     """
     _check_state(state)
     checked = ReportExtras.checked(extras)
@@ -70,6 +71,7 @@ def render_report(state: Mapping[str, Any], *, extras: Mapping[str, Any] | None 
         _durations_section(state),
         _rca_section(view, checked.rca_gaps),
         _augmentation_section(view, checked.sdg_and_mining, checked.pool_share_used_pct),
+        _automl_section(checked.automl_trials),
         _handoff_section(state, view, checked.handoff),
     ]
     title = f"DEFT Loop Report · {Path(str(state.get('results_dir', ''))).name or 'run'}"
@@ -396,6 +398,19 @@ def _pool_share(view: RunView, share_pct: float | None) -> str:
     mined = sum(entry.mining_mined_count or 0 for entry in view.entries.values())
     share = NOT_RECORDED if share_pct is None else f"{share_pct:.1f}%"
     return f"{share} ({mined} rows mined in total)"
+
+
+def _automl_section(trials: Mapping[Any, Mapping[str, int]] | None) -> str:
+    """Phase 1 and Phase 3 trials by how they ended; pruned trials were stopped early by the pruner."""
+    if not trials:
+        return ""
+    states = sorted({state for counts in trials.values() for state in counts})
+    head = ["phase", *states, "all"]
+    rows = [
+        [phase, *(str(counts.get(s, 0)) for s in states), str(sum(counts.values()))] for phase, counts in trials.items()
+    ]
+    note = "<p>A pruned trial was stopped at an epoch where its validation FAR trailed the others'.</p>"
+    return f'<section id="automl">\n<h2>AutoML trials</h2>\n{note}\n{html_table(head, rows)}\n</section>'
 
 
 def _handoff_section(state: Mapping[str, Any], view: RunView, handoff: Mapping[str, Any] | None) -> str:

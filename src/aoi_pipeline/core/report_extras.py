@@ -8,7 +8,7 @@ them, before anything is rendered or written. Every key is optional; a key set t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError, with_config
 from pydantic_core import ErrorDetails
@@ -34,7 +34,8 @@ class RcaGap(TypedDict):
 
 
 class ReportExtras(BaseModel):
-    """Per-iteration rows by source, RCA gaps, SDG and mining counts, the pool share used, the handoff."""
+    """Per-iteration rows by source, RCA gaps, SDG and mining counts, the pool share used, the handoff, the
+    AutoML phases' trials by how they ended."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,6 +44,8 @@ class ReportExtras(BaseModel):
     sdg_and_mining: dict[IterationLabel, dict[Annotated[str, Strict()], FiniteNumber]] | None = None
     pool_share_used_pct: Annotated[float, Strict(), Field(ge=0.0, le=100.0, allow_inf_nan=False)] | None = None
     handoff: dict[str, Any] | None = None
+    # Trials of each AutoML phase by how they ended (complete, pruned, failed, ...).
+    automl_trials: dict[Literal["phase1", "phase3"], dict[Annotated[str, Strict()], RowCount]] | None = None
 
     @classmethod
     def checked(cls, extras: object) -> ReportExtras:
@@ -67,6 +70,7 @@ _FIXES = {
     "sdg_and_mining": "pass {label: {count name: number}} with finite numbers",
     "pool_share_used_pct": "pass 100 * rows mined so far / rows of the resolved pool (0 to 100)",
     "handoff": "pass the content of best_model.json (a mapping)",
+    "automl_trials": "pass {phase1|phase3: {trial state: count}} with non-negative integer counts",
 }
 
 

@@ -31,6 +31,7 @@ from aoi_pipeline.pipeline.hard_stop import record_stage_failure
 from aoi_pipeline.pipeline.job_runner import require_success, set_aside
 from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
 from aoi_pipeline.pipeline.run_steps import trained_checkpoint_fields
+from aoi_pipeline.pipeline.study import trial_counts
 
 VCN_COLUMNS = ("input_path", "golden_path", "label", "object_name")
 
@@ -478,6 +479,8 @@ def report_extras(ctx: RunContext) -> dict[str, Any]:
         extras["pool_share_used_pct"] = 100.0 * mined_total / pool_rows if pool_rows else 0.0
     if ctx.layout.best_model.exists():
         extras["handoff"] = json.loads(ctx.layout.best_model.read_text(encoding="utf-8"))
+    if trials := trial_counts(ctx.layout):
+        extras["automl_trials"] = trials
     return extras
 
 

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from aoi_pipeline.core.search_space import SearchParam
 from aoi_pipeline.errors import ConfigError, Problem, StateError
+from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
 # The recommendation budget assumed when the caller does not give one: the reference's AOI advice is 5-10.
@@ -343,3 +344,21 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return float(f"{value:.{_TABLE_DIGITS}g}")
     return value
+
+
+def trial_counts(layout: RunLayout) -> dict[str, dict[str, int]]:
+    """Each AutoML phase's trials by how they ended (complete, pruned, failed, collapsed, interrupted, ...),
+    read from its study file; a phase without a study is left out."""
+    counts: dict[str, dict[str, int]] = {}
+    for phase in ("phase1", "phase3"):
+        path = layout.study_storage(phase)
+        if not path.is_file():
+            continue
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=phase, storage=f"sqlite:///{path.absolute()}")
+        phase_counts: dict[str, int] = {}
+        for row in trials_table(study):
+            state = "interrupted" if row["reason"] == INTERRUPTED else row["state"]
+            phase_counts[state] = phase_counts.get(state, 0) + 1
+        counts[phase] = phase_counts
+    return counts
