@@ -349,3 +349,18 @@ def test_a_real_tiny_trial_with_the_reference_runtime(tmp_path):
     passes = [score for label, score in rows if label == "PASS"]
     assert outcome.far_pct == pytest.approx(100.0 * sum(s >= weakest for s in passes) / len(passes))
     assert read_outcome(tmp_path / "run" / "phase1" / "trial_000") == outcome
+
+
+def test_a_trial_is_in_flight_while_a_work_pool_job_of_it_may_still_run(tmp_path: Path) -> None:
+    from aoi_pipeline.jobs.dispatch import DispatchRecord, write_dispatch
+    from aoi_pipeline.pipeline.trials import trial_in_flight
+
+    trial_dir = tmp_path / "phase1" / "trial_002"
+    assert not trial_in_flight(trial_dir)
+    record = DispatchRecord("t", "docker", "tao-job/docker", "key", state="running", flow_run_id="1")
+    write_dispatch(trial_dir / "train", record)
+    assert trial_in_flight(trial_dir)
+    write_dispatch(trial_dir / "train", record.with_(state="success"))
+    assert not trial_in_flight(trial_dir)
+    write_dispatch(trial_dir / "val_inference", record.with_(state="submitted"))
+    assert trial_in_flight(trial_dir)
