@@ -327,7 +327,9 @@ def test_a_gpu_share_on_a_work_pool_is_refused_with_the_reason() -> None:
 
 @pytest.mark.parametrize("pruner", ["none", "median", "successive_halving"])
 def test_the_pruner_is_one_of_three(pruner: str) -> None:
-    config = config_from_mapping({"workspace": "ws", "phase3": {"pruner": pruner, "pruner_warmup_epochs": 2}})
+    config = config_from_mapping(
+        {"workspace": "ws", "phase3": {"pruner": pruner, "pruner_warmup_epochs": 2, "num_epochs": 5}}
+    )
     assert (config.phase3.pruner, config.phase3.pruner_warmup_epochs) == (pruner, 2)
 
 
@@ -343,3 +345,12 @@ def test_a_gpu_hour_budget_replaces_the_recommendations_and_both_at_once_are_ref
     with pytest.raises(ConfigError) as caught:
         config_from_mapping({"workspace": "ws", "phase1": {"max_gpu_hours": 1.5, "recommendations": 4}})
     assert "not both" in str(caught.value)
+
+
+def test_a_pruner_that_could_never_stop_a_trial_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(
+            {"workspace": "ws", "phase1": {"pruner": "median", "num_epochs": 3, "pruner_warmup_epochs": 3}}
+        )
+    assert "pruner_warmup_epochs (3) must be below num_epochs (3)" in str(caught.value)
+    config_from_mapping({"workspace": "ws", "phase1": {"pruner": "none", "num_epochs": 3, "pruner_warmup_epochs": 3}})

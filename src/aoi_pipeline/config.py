@@ -119,6 +119,11 @@ class AutomlSettings(_Strict):
     def _one_budget(self) -> AutomlSettings:
         if self.max_gpu_hours is not None and "recommendations" in self.model_fields_set:
             raise ValueError("set recommendations or max_gpu_hours, not both (they are alternative budgets)")
+        if self.pruner != "none" and self.pruner_warmup_epochs >= self.num_epochs:
+            raise ValueError(
+                f"pruner_warmup_epochs ({self.pruner_warmup_epochs}) must be below num_epochs ({self.num_epochs}), "
+                "or the pruner could never stop a trial; lower it or set pruner: none"
+            )
         return self
 
     @field_validator("spec_overrides")

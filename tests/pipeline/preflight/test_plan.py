@@ -178,7 +178,7 @@ def test_the_plan_hash_of_a_fixed_plan_is_pinned(platform: str) -> None:
 
 def test_a_gpu_hour_budget_shows_the_recommendations_it_implies(ws: Path, preflight, read) -> None:
     estimates = {"minutes_per_recommendation": 12, "minutes_per_iteration": 30}
-    phase1 = {"max_gpu_hours": 2.0, "pruner": "median", "pruner_warmup_epochs": 3}
+    phase1 = {"max_gpu_hours": 2.0, "pruner": "median", "pruner_warmup_epochs": 3, "num_epochs": 10}
     report = preflight(ws, estimates=estimates, phase1=phase1, phase3={"enabled": False})
 
     estimate = read.section(report, 8)
