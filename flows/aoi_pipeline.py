@@ -21,7 +21,7 @@ from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.errors import AoiPipelineError
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.hard_stop import phase_failures_recorded
-from aoi_pipeline.pipeline.layout import RunLayout, check_run_name, new_run_name
+from aoi_pipeline.pipeline.layout import RunLayout, check_run_name, run_name_for
 from aoi_pipeline.pipeline.phases import PhaseBook, phase3_start
 from aoi_pipeline.pipeline.resume import recorded_approval
 from aoi_pipeline.pipeline.run_specs import workspace_base_spec
@@ -35,8 +35,14 @@ from tasks.preflight import preflight
 from tasks.publish import publish_deliverable
 
 
+def _flow_run_name() -> str:
+    """The flow run is named after its run directory (`run_<YYYYMMDD_HHMMSS>` unless `run_name` is given)."""
+    return run_name_for(current_flow_run.parameters.get("run_name"))
+
+
 @flow(
     name="aoi-pipeline",
+    flow_run_name=_flow_run_name,
     log_prints=True,
     on_cancellation=[cancel_running_jobs],
     on_crashed=[stop_local_jobs],
@@ -61,7 +67,7 @@ def aoi_pipeline(
             f"set platform: {platform} in the config, or run the aoi-pipeline/{config.platform} deployment",
         )
     allow_jobs()
-    run_name = check_run_name(run_name or new_run_name(), where="flow parameter run_name")
+    run_name = check_run_name(run_name_for(run_name, current_flow_run.name), where="flow parameter run_name")
     report = preflight(config, run_name)
     if not report.ok:
         raise AoiPipelineError(report.blockers, summary="pre-flight found blockers: fix them and run again")

@@ -11,13 +11,13 @@ from aoi_pipeline.core.search_space import build_search_space
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.pruning import make_pruner, trial_watch
-from aoi_pipeline.pipeline.study import Proposal, open_study
+from aoi_pipeline.pipeline.study import Proposal, objective_name, open_study
 from aoi_pipeline.pipeline.sweep import SweepBudget, run_sweep
 from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome, trial_in_flight
 from tasks.phases import publish_trials, trial
 
 
-@flow(name="automl-sweep", flow_run_name="{phase}", validate_parameters=False)
+@flow(name="automl-sweep", flow_run_name="{phase}-automl", validate_parameters=False)
 def automl_sweep(
     ctx: RunContext, phase: str, base_spec: Spec, pretrained_model: Path | None = None
 ) -> TrialOutcome | None:
@@ -30,6 +30,7 @@ def automl_sweep(
         seed=settings.seed,
         recommendations=settings.recommendations,
         pruner=make_pruner(settings),
+        objective=objective_name(ctx.contract.recall_target_pct),
     )
     space = build_search_space(settings.search_space, warm_start=pretrained_model is not None)
 

@@ -19,7 +19,7 @@ from tasks.deft import deft_stage, publish_iteration_summary, refresh_report, st
 from tasks.phases import evaluate, finalize_phase2, train_baseline
 
 
-@flow(name="deft-loop", validate_parameters=False)
+@flow(name="deft-loop", flow_run_name="phase2-deft", validate_parameters=False)
 def deft_loop(ctx: RunContext, base_spec: Spec) -> str:
     """Run Phase 2 to its end; returns the final iteration label."""
     max_iterations = ctx.deft.max_iterations

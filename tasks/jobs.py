@@ -22,6 +22,7 @@ from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.errors import InfrastructureJobError
 from aoi_pipeline.jobs.job import JobResult, TaoJob
 from aoi_pipeline.jobs.local import LocalLauncher
+from aoi_pipeline.jobs.log_once import OnceWarnings
 from aoi_pipeline.jobs.process_group import stop_leftover_jobs
 from aoi_pipeline.jobs.workpool import WorkPoolJobRunner, cancel_children, parent_tag
 from aoi_pipeline.pipeline.job_preview import pool_job_variables
@@ -30,6 +31,7 @@ from aoi_pipeline.pipeline.job_runner import JobRunner, require_success, stop_jo
 _LAUNCHER_LOCK = threading.Lock()
 _LAUNCHER: LocalLauncher | None = None
 CANCEL_ALL = threading.Event()
+JOB_WARNINGS = OnceWarnings()
 
 
 def launcher() -> LocalLauncher:
@@ -64,7 +66,12 @@ def run_tao_job(job: TaoJob, backend: JobRunner | None = None) -> JobResult:
     logger = get_run_logger()
     _set_aside_failed_attempt(job)
     logger.info("launching %s: %s %s", job.name, job.action, job.results_dir)
-    result = launcher().run(job, log=logger.info, cancel=CANCEL_ALL) if backend is None else backend.run(job)
+    if backend is None:
+        log = JOB_WARNINGS.sink(logger.info)  # each warning once per run in the log; job.log keeps every line
+        result = launcher().run(job, log=log, cancel=CANCEL_ALL)
+        log.flush()
+    else:
+        result = backend.run(job)
     logger.info("%s %s in %.1f s", job.name, result.status, result.duration_s)
     if result.failure is not None and result.failure.kind == "infrastructure":
         require_success(result)
@@ -131,5 +138,7 @@ def cancel_running_jobs(flow: Any = None, flow_run: Any = None, state: Any = Non
 
 
 def allow_jobs() -> None:
-    """A new flow run in this process may launch jobs again after an earlier one was cancelled or crashed."""
+    """A new flow run in this process may launch jobs again after an earlier one was cancelled or crashed;
+    the warnings its jobs print are shown once again."""
     CANCEL_ALL.clear()
+    JOB_WARNINGS.clear()

@@ -39,7 +39,7 @@ def test_a_config_with_only_the_workspace_runs_locally_with_small_valid_defaults
     assert config.spec_file is None and config.spec_overrides == ()
     for phase in (config.phase1, config.phase3):
         assert phase.batch_size >= 2 and phase.num_epochs >= 1 and phase.recommendations >= 1
-    assert config.deft.max_iterations >= 0 and config.deft.num_epochs >= 1
+    assert config.deft.max_iterations >= 1 and config.deft.num_epochs >= 1  # the loop runs at least once
 
 
 def test_the_config_is_frozen(tmp_path: Path) -> None:

@@ -135,7 +135,8 @@ class AutomlSettings(_Strict):
 class DeftSettings(_Strict):
     """Phase 2, the DEFT data-improvement loop."""
 
-    max_iterations: Annotated[int, Field(ge=0, le=50, strict=True)] = 0
+    # One iteration by default: a run that only names its workspace should try the loop once (0 turns it off).
+    max_iterations: Annotated[int, Field(ge=0, le=50, strict=True)] = 1
     num_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS, strict=True)] = 2
     top_k_per_target: Annotated[int, Field(ge=1, le=10000, strict=True)] = 5
     min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.9

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from aoi_pipeline.errors import StateError
-from aoi_pipeline.pipeline.layout import PHASES, PIPELINE_STATE_FILE, PipelineRecord, RunLayout, new_run_name
+from aoi_pipeline.pipeline.layout import (
+    PHASES,
+    PIPELINE_STATE_FILE,
+    PipelineRecord,
+    RunLayout,
+    new_run_name,
+    run_name_for,
+)
 
 
 @pytest.fixture
@@ -22,6 +29,13 @@ def layout(tmp_path: Path) -> RunLayout:
 def test_a_run_is_named_after_its_utc_start_time():
     assert new_run_name(datetime(2025, 3, 7, 9, 5, 1, tzinfo=UTC)) == "run_20250307_090501"
     assert new_run_name().startswith("run_") and len(new_run_name()) == len("run_20250307_090501")
+
+
+def test_the_run_directory_takes_the_requested_name_else_the_flow_runs_own_run_name():
+    assert run_name_for("nightly_01", "run_20250307_090501") == "nightly_01"
+    assert run_name_for(None, "run_20250307_090501") == "run_20250307_090501"
+    generated = run_name_for(None, "impetuous-woodlouse")
+    assert generated != "impetuous-woodlouse" and generated.startswith("run_") and len(generated) == 19
 
 
 def test_every_path_lies_inside_the_run_directory_where_the_pipeline_expects_it(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -16,6 +17,7 @@ from aoi_pipeline.pipeline.study import (
     best_trial,
     distributions,
     fail_stale,
+    objective_name,
     open_study,
     startup_trials,
     tell,
@@ -229,3 +231,11 @@ def test_the_study_directory_is_never_created_here(tmp_path):
     with pytest.raises(StateError, match="does not exist"):
         open_study(tmp_path / "phase1" / "optuna_study.db", study_name="phase1", seed=0)
     assert not (tmp_path / "phase1").exists()
+
+
+def test_the_study_names_its_objective_so_the_dashboard_shows_what_is_minimised(storage):
+    assert objective_name(100.0) == "FAR@100% recall on validation"
+    assert objective_name(99.5) == "FAR@99.5% recall on validation"
+    open_study(storage, study_name="phase1", seed=0, objective=objective_name(None))
+    reopened = optuna.load_study(study_name="phase1", storage=f"sqlite:///{storage}")
+    assert reopened.metric_names == ["FAR@100% recall on validation"]

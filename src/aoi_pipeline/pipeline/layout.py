@@ -47,6 +47,19 @@ def new_run_name(now: datetime | None = None) -> str:
     return f"run_{(now or datetime.now(UTC)).strftime('%Y%m%d_%H%M%S')}"
 
 
+_TIMESTAMPED_RUN_NAME = re.compile(r"run_[0-9]{8}_[0-9]{6}")
+
+
+def run_name_for(requested: str | None, flow_run_name: str | None = None) -> str:
+    """The run directory's name: the one requested, else the flow run's own name when it is a run name (the
+    flow names its runs that way, so the Prefect UI and the results folder agree), else a new one."""
+    if requested:
+        return requested
+    if flow_run_name and _TIMESTAMPED_RUN_NAME.fullmatch(flow_run_name):
+        return flow_run_name
+    return new_run_name()
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Paths inside one run directory."""

@@ -14,6 +14,7 @@ asked in parallel before any of them finishes are spread apart instead of piling
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,12 @@ def startup_trials(recommendations: int) -> int:
     return min(10, max(2, recommendations // 2))
 
 
+def objective_name(recall_target_pct: float | None) -> str:
+    """What a trial's value is, as the study (and optuna-dashboard) names it: "FAR@100% recall on validation"."""
+    recall = 100.0 if recall_target_pct is None else recall_target_pct
+    return f"FAR@{recall:g}% recall on validation"
+
+
 def open_study(
     storage_path: Path,
     *,
@@ -81,8 +88,12 @@ def open_study(
     seed: int,
     recommendations: int | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    objective: str | None = None,
 ) -> optuna.Study:
     """Create or reopen (same file, same name) the minimising study of one phase.
+
+    `objective` (see `objective_name`) names the value in the study, so optuna-dashboard labels its axes with
+    it instead of "Objective Value".
 
     The parent directory must exist: it is created by the approved flow, never here. A reopened study keeps
     all its trials; its sampler is seeded with `seed` plus the number of trials already stored, because a
@@ -117,6 +128,10 @@ def open_study(
     stored = len(study.get_trials(deepcopy=False))
     if stored:
         study.sampler = _sampler(seed + stored, recommendations)
+    if objective is not None and study.metric_names != [objective]:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental; its behaviour is what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([objective])
     return study
 
 

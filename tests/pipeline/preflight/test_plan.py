@@ -65,7 +65,8 @@ def test_the_plan_covers_spec_csvs_spaces_images_and_gpus(ws: Path, preflight) -
     # A warm-started Phase 3 must keep the architecture of the checkpoint it loads.
     assert "model.classify.learnable_difference_modules" in phase1_keys - phase3_keys
     assert plan["gpus"] == {"count": 1, "per_job": 1}
-    assert plan["platform"] == "local" and set(plan["images"]) == {"train", "inference"}
+    # The default DEFT iteration runs SDG and the embedding job too.
+    assert plan["platform"] == "local" and set(plan["images"]) == {"train", "inference", "embed", "sdg"}
 
 
 def test_the_base_spec_hash_follows_the_spec_overrides(ws: Path, preflight) -> None:
@@ -109,9 +110,10 @@ def test_the_compute_estimate_shows_unknown_without_minutes(ws: Path, preflight,
 
 def test_the_compute_estimate_adds_the_known_terms(ws: Path, preflight, read) -> None:
     estimates = {"minutes_per_recommendation": 10, "minutes_per_iteration": 30}
+    phase3, deft = {"recommendations": 2}, {"max_iterations": 0}
 
-    both = preflight(ws, estimates=estimates, phase1={"recommendations": 3}, phase3={"recommendations": 2})
-    no_phase1 = preflight(ws, estimates=estimates, phase1={"enabled": False}, phase3={"recommendations": 2})
+    both = preflight(ws, estimates=estimates, phase1={"recommendations": 3}, phase3=phase3, deft=deft)
+    no_phase1 = preflight(ws, estimates=estimates, phase1={"enabled": False}, phase3=phase3, deft=deft)
 
     # 3 x 10 + (0 iterations + 1 baseline stage) x 30 + 2 x 10 = 80; without Phase 1: 0 + 30 + 20 = 50.
     assert "= 80 min of compute" in read.section(both, 8)
@@ -123,7 +125,7 @@ def test_the_wall_clock_divides_the_trials_over_the_usable_slots(ws: Path, prefl
     estimates = {"minutes_per_recommendation": 10, "minutes_per_iteration": 30}
     phase1, phase3 = {"recommendations": 4, "parallel": 2}, {"recommendations": 2, "parallel": 1}
 
-    report = preflight(ws, probe=two, estimates=estimates, phase1=phase1, phase3=phase3)
+    report = preflight(ws, probe=two, estimates=estimates, phase1=phase1, phase3=phase3, deft={"max_iterations": 0})
 
     # 4 x 10 + 1 x 30 + 2 x 10 = 90 of compute; two slots run Phase 1 in 2 rounds: 20 + 30 + 20 = 70.
     assert "= 90 min of compute" in read.section(report, 8)

@@ -44,7 +44,9 @@ def test_the_preflight_writes_nothing(ws: Path, make_config, broken: bool) -> No
 def test_the_probe_is_asked_only_what_the_platform_needs(ws: Path, preflight, platform, asked) -> None:
     probe = StaticProbe()
 
-    preflight(ws, probe=probe, platform=platform, images={"train": "train:1", "inference": "infer:1"})
+    # Without DEFT iterations no embed or SDG image is needed.
+    images = {"train": "train:1", "inference": "infer:1"}
+    preflight(ws, probe=probe, platform=platform, images=images, deft={"max_iterations": 0})
 
     assert probe.asked == asked
 
