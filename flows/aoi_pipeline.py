@@ -30,8 +30,16 @@ from flows.automl_sweep import automl_sweep
 from flows.deft_loop import deft_loop
 from tasks.gate import approval_gate
 from tasks.jobs import allow_jobs, cancel_running_jobs, job_runner, stop_local_jobs
-from tasks.phases import deployment_handoff, handoff_1_2, register_phase3, start_run, stop_leftover_run_jobs
+from tasks.phases import (
+    deployment_handoff,
+    handoff_1_2,
+    publish_report,
+    register_phase3,
+    start_run,
+    stop_leftover_run_jobs,
+)
 from tasks.preflight import preflight
+from tasks.progress import start_clock
 from tasks.publish import publish_deliverable
 
 
@@ -67,6 +75,7 @@ def aoi_pipeline(
             f"set platform: {platform} in the config, or run the aoi-pipeline/{config.platform} deployment",
         )
     allow_jobs()
+    start_clock()
     run_name = check_run_name(run_name_for(run_name, current_flow_run.name), where="flow parameter run_name")
     report = preflight(config, run_name)
     if not report.ok:
@@ -103,6 +112,7 @@ def _run_phases(ctx: RunContext, base_spec: Spec) -> dict[str, Any]:
 
     A phase that fails is recorded as the run's hard stop (an error event with the reason and the fix)."""
     book, layout = PhaseBook(ctx.layout), ctx.layout
+    publish_report(ctx)
     phase1_best, winner = None, None
     start_state = partial(ensure_run_state, ctx)
     if ctx.phase1.enabled:
@@ -131,4 +141,5 @@ def _run_phases(ctx: RunContext, base_spec: Spec) -> dict[str, Any]:
     if book.pending("handoff"):
         with phase_failures_recorded(layout, "handoff"):
             book.finish_handoff(deployment_handoff(ctx.layout, phase1_best))
+    publish_report(ctx)  # the report and best_model.json now name the same deliverable
     return book.deliverable()

@@ -14,7 +14,7 @@ from aoi_pipeline.pipeline.pruning import make_pruner, trial_watch
 from aoi_pipeline.pipeline.study import Proposal, objective_name, open_study
 from aoi_pipeline.pipeline.sweep import SweepBudget, run_sweep
 from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome, trial_in_flight
-from tasks.phases import publish_trials, trial
+from tasks.phases import after_trial, trial
 
 
 @flow(name="automl-sweep", flow_run_name="{phase}-automl", validate_parameters=False)
@@ -50,7 +50,7 @@ def automl_sweep(
         parallel=settings.parallel,
         submit=submit,
         as_completed=as_completed,
-        on_progress=lambda table: publish_trials(phase, table),
+        on_progress=lambda table: after_trial(ctx, phase, table),
         finished=lambda number: read_outcome(layout.trial_dir(phase, number)),
         budget=SweepBudget.of_phase(settings, ctx.jobs.gpus),
         watch=trial_watch(ctx, phase),

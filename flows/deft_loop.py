@@ -15,7 +15,14 @@ from aoi_pipeline.core.stages import BASELINE, LoopStep, Stage, iteration_number
 from aoi_pipeline.core.state import read_state
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.deft import run_loop, stop_reason
-from tasks.deft import deft_stage, publish_iteration_summary, refresh_report, start_progress, update_progress
+from tasks.deft import (
+    deft_stage,
+    publish_iteration_summary,
+    refresh_report,
+    report_phase2_progress,
+    start_progress,
+    update_progress,
+)
 from tasks.phases import evaluate, finalize_phase2, train_baseline
 
 
@@ -24,6 +31,7 @@ def deft_loop(ctx: RunContext, base_spec: Spec) -> str:
     """Run Phase 2 to its end; returns the final iteration label."""
     max_iterations = ctx.deft.max_iterations
     progress = start_progress(max_iterations)
+    report_phase2_progress(ctx)
 
     def run_stage(label: str, stage: str) -> None:
         try:
@@ -33,6 +41,7 @@ def deft_loop(ctx: RunContext, base_spec: Spec) -> str:
                 evaluate(ctx, label)
                 if iteration_number(label):
                     publish_iteration_summary(ctx, label)
+                    report_phase2_progress(ctx)
             elif stage == LoopStep.FINALIZE:
                 finalize_phase2(ctx.layout, label, stop_reason(ctx, label))
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import cast
 from uuid import UUID
 
@@ -10,9 +11,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 
-from aoi_pipeline.core.report import write_report
-from aoi_pipeline.pipeline import deft
+from aoi_pipeline.core.progress import Progress, iteration_seconds
+from aoi_pipeline.core.state import read_state
+from aoi_pipeline.pipeline import deft, run_report
 from aoi_pipeline.pipeline.context import RunContext
+from tasks.progress import elapsed_s, report_progress
 
 STAGES = deft.ITERATION_STAGES
 
@@ -29,12 +32,27 @@ def deft_stage(ctx: RunContext, label: str, stage: str) -> None:
     get_run_logger().info("[%s %s] %s", label, stage, state["events"][-1]["summary"])
 
 
-def refresh_report(ctx: RunContext) -> None:
-    """Re-render DEFT_Loop_Report.html from the state (a report failure never fails the stage)."""
+def refresh_report(ctx: RunContext) -> Path | None:
+    """Re-render the run report from what the run directory records (a report failure never fails a step)."""
     try:
-        write_report(ctx.layout.root, extras=deft.report_extras(ctx))
+        return run_report.refresh_run_report(ctx)
     except Exception as error:  # the report is a view; the commit already happened
         get_run_logger().warning("report not refreshed: %s", error)
+        return None
+
+
+def report_phase2_progress(ctx: RunContext) -> None:
+    """Log and publish Phase 2's progress: iteration k/M, with the measured iteration durations."""
+    state = read_state(ctx.layout.root)
+    progress = Progress(
+        phase="phase2",
+        unit="iteration",
+        done=int(state.get("current_iteration", 0)),
+        total=ctx.deft.max_iterations,
+        elapsed_s=elapsed_s(),
+        unit_seconds=iteration_seconds(state),
+    )
+    report_progress(progress)
 
 
 def start_progress(max_iterations: int) -> UUID:

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from aoi_pipeline.approval import ApprovalRecord
+from aoi_pipeline.core.progress import Progress, trial_seconds
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.stages import BASELINE, Stage
 from aoi_pipeline.core.state import read_state
@@ -23,6 +24,8 @@ from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
 from aoi_pipeline.pipeline.hard_stop import stage_failures_recorded
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.trials import TrialOutcome, run_trial
+from tasks.deft import refresh_report
+from tasks.progress import elapsed_s, link_report, report_progress
 
 
 @task(name="start-run", cache_policy=NONE)
@@ -58,6 +61,25 @@ def trial(
 def publish_trials(phase: str, table: list[dict[str, Any]]) -> None:
     """The trials table artifact of a phase, refreshed after every trial."""
     create_table_artifact(table, key=f"{phase}-trials", description=f"{phase} AutoML trials")
+
+
+def after_trial(ctx: RunContext, phase: str, table: list[dict[str, Any]]) -> None:
+    """After each finished trial: the trials table, the progress line (trial k/N, time left) and the report."""
+    publish_trials(phase, table)
+    settings = ctx.automl(phase)
+    finished = trial_seconds(table)
+    progress = Progress(
+        phase, "trial", len(finished), settings.recommendations, elapsed_s(), finished, settings.parallel
+    )
+    report_progress(progress)
+    refresh_report(ctx)
+
+
+def publish_report(ctx: RunContext) -> None:
+    """Render the run report now and link it from the run's artifacts."""
+    path = refresh_report(ctx)
+    if path is not None:
+        link_report(path)
 
 
 @task(name="handoff-phase1-to-phase2", cache_policy=NONE)

@@ -24,7 +24,7 @@ def test_the_story_names_every_stage_the_improvement_and_the_report(monkeypatch,
     lines = demo.demo_story(tmp_path, "final_automl")
     assert lines[0] == "KPI FAR at 100 % defect recall: baseline 60.0 % -> iter1 30.0 % -> final_automl 12.0 %"
     assert "12.0 %" in lines[1] and "60.0 %" in lines[1] and "5.0x lower" in lines[1]
-    assert lines[-1] == f"Report: {tmp_path / 'DEFT_Loop_Report.html'}"
+    assert lines[-1] == f"Report: {tmp_path / 'run_report.html'}"
 
 
 @pytest.mark.parametrize(("after", "expected"), [(0.0, "down to zero"), (70.0, "did not improve")])

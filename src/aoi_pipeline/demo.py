@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from aoi_pipeline.config import PipelineConfig, load_config
-from aoi_pipeline.core.report import REPORT_FILE
+from aoi_pipeline.core.run_report import RUN_REPORT_FILE
 from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
 from aoi_pipeline.core.state import read_state
 from aoi_pipeline.synth.workspace import SynthSpec, SynthSummary, write_workspace
@@ -120,5 +120,5 @@ def demo_story(run_dir: Path, deliverable: str) -> list[str]:
             )
         else:
             lines.append(f"The deliverable ({deliverable}) did not improve on the baseline ({before:.1f} %).")
-    lines.append(f"Report: {run_dir / REPORT_FILE}")
+    lines.append(f"Report: {run_dir / RUN_REPORT_FILE}")
     return lines

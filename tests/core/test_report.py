@@ -1,4 +1,4 @@
-"""The DEFT loop report: its sections and values, the state alone, hard stops, write_report and bad input."""
+"""The Phase 2 part of the run report: its sections and values, the state alone, hard stops and bad input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from report_run import BEST_MODEL, EXTRAS, HOSTILE, SECTIONS, Run, _Page, _section, _table_rows, _visible
 
-from aoi_pipeline.core.report import NOT_RECORDED, REPORT_FILE, render_report, write_report
+from aoi_pipeline.core.report import NOT_RECORDED, phase2_parts, render_report
 from aoi_pipeline.errors import ConfigError, StateError
 
 
@@ -106,26 +106,6 @@ def test_a_failed_run_shows_the_hard_stop_first_and_escaped(failed_run: Run) -> 
     assert error_bars and error_bars[0]["fill"] != page.all("rect", **{"class": "duration-bar"})[0]["fill"]
 
 
-def test_write_report_writes_the_file_atomically_and_reads_the_recorded_handoff(complete_run: Run) -> None:
-    path = write_report(complete_run.rd, extras={"training_rows_by_source": EXTRAS["training_rows_by_source"]})
-    assert path == complete_run.rd / REPORT_FILE
-    first = path.read_bytes()
-    assert (
-        write_report(
-            complete_run.rd, extras={"training_rows_by_source": EXTRAS["training_rows_by_source"]}
-        ).read_bytes()
-        == first
-    )
-    text = first.decode("utf-8")
-    assert BEST_MODEL["checkpoint"] in _visible(_section(text, "handoff"))
-    assert [p.name for p in complete_run.rd.iterdir() if p.name.startswith(".")] == []
-
-
-def test_write_report_of_a_failed_run(failed_run: Run) -> None:
-    text = write_report(failed_run.rd).read_text(encoding="utf-8")
-    assert "hard-stop" in _Page(text).section_ids()
-
-
 @pytest.mark.parametrize(
     ("extras", "named"),
     [
@@ -139,16 +119,11 @@ def test_write_report_of_a_failed_run(failed_run: Run) -> None:
         ({"handoff": ["x"]}, "extras.handoff"),
     ],
 )
-def test_bad_extras_are_refused_naming_the_key_and_nothing_is_written(
-    complete_run: Run, extras: dict[str, Any], named: str
-) -> None:
-    write_report(complete_run.rd)
-    before = (complete_run.rd / REPORT_FILE).read_bytes()
+def test_bad_extras_are_refused_naming_the_key(complete_run: Run, extras: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        write_report(complete_run.rd, extras=extras)
+        render_report(complete_run.state, extras=extras)
     assert named in str(caught.value)
     assert "Fix:" in str(caught.value)
-    assert (complete_run.rd / REPORT_FILE).read_bytes() == before
 
 
 def test_every_bad_extra_is_reported_at_once(complete_run: Run) -> None:
@@ -160,10 +135,10 @@ def test_every_bad_extra_is_reported_at_once(complete_run: Run) -> None:
     assert len(caught.value.problems) == 3
 
 
-def test_a_missing_state_is_a_state_error_and_writes_nothing(tmp_path: Path) -> None:
-    with pytest.raises(StateError):
-        write_report(tmp_path)
-    assert not (tmp_path / REPORT_FILE).exists()
+def test_the_phase2_parts_are_the_pages_sections_without_its_header_and_handoff(complete_run: Run) -> None:
+    parts = phase2_parts(complete_run.state, extras=EXTRAS)
+    ids = [_Page(part).section_ids()[0] for part in parts]
+    assert ids == [name for name in SECTIONS if name not in ("run", "handoff")]
 
 
 def test_a_document_that_is_not_a_state_is_refused(complete_run: Run) -> None:

@@ -79,7 +79,7 @@ def test_the_loop_adds_sdg_and_mined_rows_each_iteration_and_hands_off(
     ledger = json.loads((results / "run_loop" / "mining_history.json").read_text())
     picked = [key for entry in ledger["iterations"] for key in entry.get("selected_filepaths", [])]
     assert len(picked) == len(set(picked)), "a pool row was mined twice"
-    report = (results / "run_loop" / "DEFT_Loop_Report.html").read_text()
+    report = (results / "run_loop" / "run_report.html").read_text()
     assert "<svg" in report and "iter2" in report and "http" not in report
     assert "Forced FAR (%)" in report  # the RCA's per-type gaps reach the report
     # the warm start: iter2 trains from iter1's best checkpoint
@@ -163,7 +163,7 @@ def test_a_failing_job_is_a_hard_stop_that_a_rerun_retries_after_the_fix(
     failure = state["events"][-1]
     assert (failure["iter"], failure["stage"], failure["status"]) == ("iter1", "anomalygen", "error")
     assert "HARD STOP" in failure["summary"] and "planted failure" in failure["summary"]
-    report = (results / "run_stop" / "DEFT_Loop_Report.html").read_text()
+    report = (results / "run_stop" / "run_report.html").read_text()
     assert "planted failure" in report
 
     monkeypatch.delenv("FAKE_RUNTIME_FAIL")

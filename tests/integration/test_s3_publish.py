@@ -37,7 +37,7 @@ RUN_NAME = "run_20260102_030405"
 FILE_NAMES = {
     "best_model.json",
     "best_model_inference_spec.yaml",
-    "DEFT_Loop_Report.html",
+    "run_report.html",
     "approval.json",
     "model_epoch_002_step_00010.pth",
 }
@@ -118,7 +118,7 @@ def _finished_run(root: Path, *, checkpoint_bytes: int = 200_000) -> Path:
     best = {"checkpoint": str(checkpoint), "iteration": "iter1", "metric_result": {"name": "far_pct", "value": 2.5}}
     (run / "best_model.json").write_text(json.dumps(best), encoding="utf-8")
     (run / "best_model_inference_spec.yaml").write_text("model:\n  classify: {eval_margin: 0.4}\n", encoding="utf-8")
-    (run / "DEFT_Loop_Report.html").write_text("<html><body>report</body></html>", encoding="utf-8")
+    (run / "run_report.html").write_text("<html><body>report</body></html>", encoding="utf-8")
     (run / "approval.json").write_text(json.dumps({"decision": "approve", "reviewer": "ci"}), encoding="utf-8")
     (run / "pipeline_state.json").write_text(json.dumps({"phases": {"handoff": {"status": "complete"}}}))
     return run
@@ -373,7 +373,7 @@ def test_the_flow_publishes_at_its_end_and_a_rerun_finishes_a_publish_the_bucket
         with pytest.raises(PublishError, match="cannot be reached"):
             _run_flow(config, run_name)
     deliverable = _tree_bytes(run)
-    assert {"best_model.json", "best_model_inference_spec.yaml", "DEFT_Loop_Report.html"} <= set(deliverable)
+    assert {"best_model.json", "best_model_inference_spec.yaml", "run_report.html"} <= set(deliverable)
     state = json.loads(deliverable["pipeline_state.json"])
     assert state["phases"]["handoff"]["status"] == "complete"
     assert state["publish"]["status"] == "error"

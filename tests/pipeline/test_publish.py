@@ -64,7 +64,7 @@ def test_the_checkpoint_published_is_the_one_best_model_json_names(tmp_path: Pat
     paths = deliverable_paths(layout)
     assert paths["checkpoint"] == checkpoint
     assert paths["approval"] == layout.approval
-    assert paths["report"].name == "DEFT_Loop_Report.html"
+    assert paths["report"].name == "run_report.html"
 
 
 def test_an_unfinished_run_is_refused_before_any_bucket_is_touched(tmp_path: Path) -> None:

@@ -42,9 +42,10 @@ def task_log(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) 
     import tasks.jobs
     import tasks.phases
     import tasks.preflight
+    import tasks.progress
 
     logger = logging.getLogger("aoi-task-test")
-    for module in (tasks.deft, tasks.gate, tasks.jobs, tasks.phases, tasks.preflight):
+    for module in (tasks.deft, tasks.gate, tasks.jobs, tasks.phases, tasks.preflight, tasks.progress):
         monkeypatch.setattr(module, "get_run_logger", lambda: logger)
     caplog.set_level(logging.INFO, logger="aoi-task-test")
     return caplog
@@ -56,6 +57,7 @@ def artifacts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str,
     import tasks.deft
     import tasks.phases
     import tasks.preflight
+    import tasks.progress
 
     published: list[tuple[str, Any, dict[str, Any]]] = []
 
@@ -66,8 +68,13 @@ def artifacts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str,
 
         return record
 
-    for module in (tasks.deft, tasks.phases, tasks.preflight):
-        for name in ("create_markdown_artifact", "create_table_artifact", "create_progress_artifact"):
+    for module in (tasks.deft, tasks.phases, tasks.preflight, tasks.progress):
+        for name in (
+            "create_markdown_artifact",
+            "create_table_artifact",
+            "create_progress_artifact",
+            "create_link_artifact",
+        ):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, recorder(name))
     return published

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 import tasks.deft as deft_tasks
+from aoi_pipeline.core.metric_target import render_target
+from aoi_pipeline.core.state import init_state
 
 
 def test_a_stage_runs_with_the_runs_context_and_logs_its_commit(ctx, task_log, monkeypatch):
@@ -39,21 +41,44 @@ def test_a_failing_stage_is_committed_as_the_hard_stop_then_raised(ctx, task_log
     assert failures == [(ctx, "iter2", "data_mining", "pool CSV vanished")]
 
 
-def test_the_report_is_written_from_the_state_with_the_loops_extras(ctx, monkeypatch):
-    written: list[tuple] = []
-    monkeypatch.setattr(deft_tasks.deft, "report_extras", lambda context: {"handoff": {"iteration": "iter1"}})
-    monkeypatch.setattr(deft_tasks, "write_report", lambda root, extras: written.append((root, extras)))
-    deft_tasks.refresh_report(ctx)
-    assert written == [(ctx.layout.root, {"handoff": {"iteration": "iter1"}})]
+def test_the_run_report_is_written_with_the_loops_extras(ctx, monkeypatch):
+    extras = {"training_rows_by_source": {"baseline": {"base_train": 481}}, "handoff": {"iteration": "x"}}
+    monkeypatch.setattr(deft_tasks.run_report.deft, "report_extras", lambda context: extras)
+    init_state(
+        ctx.layout.root,
+        kpi_target=render_target(ctx.contract),
+        metric_contract=ctx.contract.to_dict(),
+        max_iterations=3,
+        config={},
+    )
+    path = deft_tasks.refresh_report(ctx)
+    assert path == ctx.layout.root / "run_report.html"
+    page = path.read_text(encoding="utf-8")
+    assert '<section id="growth">' in page and "<td>481</td>" in page
 
 
 def test_a_report_that_cannot_be_rendered_is_a_warning_not_a_failed_stage(ctx, task_log, monkeypatch):
     def unreadable(context: Any) -> dict:
         raise OSError("deft_state.json: permission denied")
 
-    monkeypatch.setattr(deft_tasks.deft, "report_extras", unreadable)
-    deft_tasks.refresh_report(ctx)
+    monkeypatch.setattr(deft_tasks.run_report, "refresh_run_report", unreadable)
+    assert deft_tasks.refresh_report(ctx) is None
     assert "report not refreshed: deft_state.json: permission denied" in task_log.text
+
+
+def test_phase2_progress_names_the_iteration_and_the_measured_time_left(ctx, task_log, artifacts):
+    init_state(
+        ctx.layout.root,
+        kpi_target=render_target(ctx.contract),
+        metric_contract=ctx.contract.to_dict(),
+        max_iterations=3,
+        config={},
+    )
+    deft_tasks.report_phase2_progress(ctx)
+    assert "progress: phase 2/3 (DEFT loop) · iteration 0/3 · elapsed" in task_log.text
+    ((kind, share, options),) = artifacts
+    assert (kind, share, options["key"]) == ("create_progress_artifact", 0.0, "aoi-run-progress")
+    assert options["description"].endswith("time left unknown until the first iteration ends")
 
 
 @pytest.mark.parametrize(("done", "max_iterations", "share"), [(0, 4, 0.0), (1, 4, 25.0), (6, 4, 100.0), (0, 0, 100.0)])

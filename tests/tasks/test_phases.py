@@ -106,6 +106,20 @@ def test_publish_trials_refreshes_the_phases_table_artifact(artifacts):
     ]
 
 
+def test_after_a_trial_the_table_the_progress_line_and_the_report_are_refreshed(ctx, task_log, artifacts, monkeypatch):
+    refreshed: list[Any] = []
+    monkeypatch.setattr(phases, "refresh_report", refreshed.append)
+    table = [{"number": 0, "state": "complete", "duration_s": 30.0}, {"number": 1, "state": "running"}]
+    phases.after_trial(ctx, "phase1", table)
+    assert [kind for kind, _, _ in artifacts] == ["create_table_artifact", "create_progress_artifact"]
+    line = artifacts[1][2]["description"]
+    # the default budget is 3 recommendations, one at a time: 2 trials left of 30 s each
+    assert line.startswith("phase 1/3 (AutoML) · trial 1/3 · elapsed")
+    assert line.endswith("about 1m 00s left in this phase (from 1 measured trial(s))")
+    assert f"progress: {line}" in task_log.text
+    assert refreshed == [ctx]
+
+
 def test_the_deployment_handoff_returns_the_deliverable_and_publishes_the_trajectory(
     ctx, task_log, artifacts, monkeypatch
 ):

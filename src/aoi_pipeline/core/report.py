@@ -1,21 +1,20 @@
-"""The DEFT loop report, `RD/DEFT_Loop_Report.html`: one self-contained HTML page rendered from the run state.
+"""The Phase 2 (DEFT loop) part of the run report, rendered from the run state; also a page of its own.
 
-The page is re-rendered after every stage commit, so a person can open it at any point of a run, online or
-not: it holds its own CSS and inline SVG charts and references nothing outside itself (no scripts, fonts,
-style sheets or images). Everything comes from `deft_state.json`; the flow may add what the state does not
-record (`extras`: training-set rows by source, RCA gaps, SDG and mining counts, the share of the pool used,
-the `best_model.json` handoff), and a section whose input is missing says "not recorded". Output is a pure
-function of its input (no clock, sorted iteration labels), and every text from disk is HTML-escaped.
+The run report (`core.run_report`) embeds `phase2_parts` and `phase2_facts`, and is re-rendered after every
+stage commit, so a person can open it at any point of a run, online or not: it holds its own CSS and inline
+SVG charts and references nothing outside itself (no scripts, fonts, style sheets or images). Everything
+comes from `deft_state.json`; the flow may add what the state does not record (`extras`: training-set rows
+by source, RCA gaps, SDG and mining counts, the share of the pool used), and a section whose input is
+missing says "not recorded". Output is a pure function of its input (no clock, sorted iteration labels),
+and every text from disk is HTML-escaped.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.core.files import atomic_write_text
 from aoi_pipeline.core.report_charts import SOURCE_COLOURS, duration_bars, kpi_chart, stacked_bars
 from aoi_pipeline.core.report_extras import ReportExtras
 from aoi_pipeline.core.report_html import (
@@ -33,11 +32,10 @@ from aoi_pipeline.core.report_html import (
 )
 from aoi_pipeline.core.report_view import Evaluated, Metric, RunView, label_order
 from aoi_pipeline.core.stages import BASELINE
-from aoi_pipeline.core.state import next_stage, read_state, stage_durations
+from aoi_pipeline.core.state import next_stage, stage_durations
 from aoi_pipeline.core.state_entries import IterationEntry
 from aoi_pipeline.errors import Problem, StateError
 
-REPORT_FILE = "DEFT_Loop_Report.html"
 _REQUIRED_STATE_KEYS = ("status", "kpi_target", "metric_contract", "max_iterations", "iterations", "events")
 _HANDOFF_KEYS = ("iteration", "checkpoint", "threshold", "training_spec", "images_dir", "backbone", "backbone_type")
 
@@ -47,7 +45,8 @@ _HANDOFF_KEYS = ("iteration", "checkpoint", "threshold", "training_spec", "image
 
 
 def render_report(state: Mapping[str, Any], *, extras: Mapping[str, Any] | None = None) -> str:
-    """The report as one HTML document; raises `StateError`/`ConfigError` for unusable input.
+    """Phase 2 alone as one HTML document (the run report embeds the same `phase2_parts`); raises
+    `StateError`/`ConfigError` for unusable input.
 
     `extras` (every key optional):
       - `training_rows_by_source`: `{label: {source: rows}}`, e.g.
@@ -59,11 +58,22 @@ def render_report(state: Mapping[str, Any], *, extras: Mapping[str, Any] | None 
       - `handoff`: the content of `best_model.json`;
       - `automl_trials`: `{phase: {state: trials}}`, e.g. `{"phase1": {"complete": 6, "pruned": 5}}`.
     """
+    parts = phase2_parts(state, extras=extras)
+    view = RunView.of(state)
+    checked = ReportExtras.checked(extras)
+    automl = _automl_section(checked.automl_trials)
+    body = [_header(state, view), *parts, automl, _handoff_section(state, view, checked.handoff)]
+    title = f"DEFT Loop Report · {Path(str(state.get('results_dir', ''))).name or 'run'}"
+    return html_document(title, "\n".join(part for part in body if part))
+
+
+def phase2_parts(state: Mapping[str, Any], *, extras: Mapping[str, Any] | None = None) -> list[str]:
+    """The Phase 2 sections (hard stop, KPI chart, iterations, growth, durations, RCA, SDG and mining), each a
+    `<section>` with an `<h2>`; input is checked first (`StateError`/`ConfigError`), nothing is rendered."""
     _check_state(state)
     checked = ReportExtras.checked(extras)
     view = RunView.of(state)
-    body = [
-        _header(state, view),
+    parts = [
         _hard_stop(state),
         _kpi_section(view),
         _iterations_section(view),
@@ -71,30 +81,26 @@ def render_report(state: Mapping[str, Any], *, extras: Mapping[str, Any] | None 
         _durations_section(state),
         _rca_section(view, checked.rca_gaps),
         _augmentation_section(view, checked.sdg_and_mining, checked.pool_share_used_pct),
-        _automl_section(checked.automl_trials),
-        _handoff_section(state, view, checked.handoff),
     ]
-    title = f"DEFT Loop Report · {Path(str(state.get('results_dir', ''))).name or 'run'}"
-    return html_document(title, "\n".join(part for part in body if part))
+    return [part for part in parts if part]
 
 
-def write_report(results_dir: Path, *, extras: Mapping[str, Any] | None = None) -> Path:
-    """Render the report of the run in `results_dir` and replace `DEFT_Loop_Report.html` atomically.
-
-    When `extras` has no `handoff` and the state records a `best_model.json`, that file is read for the
-    handoff section. Bad input raises before anything is written, so the previous report stays in place.
-    """
-    results_dir = Path(results_dir)
-    state = read_state(results_dir)
-    merged = dict(extras or {})
-    if "handoff" not in merged:
-        handoff = _recorded_handoff(state)
-        if handoff is not None:
-            merged["handoff"] = handoff
-    text = render_report(state, extras=merged)
-    path = results_dir / REPORT_FILE
-    atomic_write_text(path, text)
-    return path
+def phase2_facts(state: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Phase 2 at a glance as (name, plain text): status, target, stop reason, iterations, times, best."""
+    _check_state(state)
+    view = RunView.of(state)
+    rows = [
+        ("Status", str(state["status"])),
+        ("KPI target", view.target_text),
+        ("Stop reason", _stop_reason(state)),
+        ("Iterations", f"{state.get('current_iteration', 0)} of {state['max_iterations']}"),
+        ("Started", str(state.get("started_at", NOT_RECORDED))),
+        ("Completed", str(state.get("completed_at", "—"))),
+    ]
+    best = view.result_of(view.best_label) if view.best_label is not None else None
+    if best is not None:
+        rows.append(("Best so far", f"{best.label}: {metric_value_text(best.value, view.metric.unit)}"))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -125,40 +131,18 @@ def _check_state(state: object) -> None:
 _STATE_FIX = "render from the document `read_state` returns for the run directory"
 
 
-def _recorded_handoff(state: Mapping[str, Any]) -> dict[str, Any] | None:
-    """`best_model.json` as recorded at loop_stop, or None when it is absent or unreadable."""
-    artifacts = state.get("final_artifacts")
-    path = artifacts.get("best_model_json") if isinstance(artifacts, Mapping) else None
-    if not isinstance(path, str):
-        return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Sections
 
 
 def _header(state: Mapping[str, Any], view: RunView) -> str:
-    status = str(state["status"])
-    rows = [
-        ("Run directory", html_text(state.get("results_dir", NOT_RECORDED))),
-        ("Status", f'<span class="status status-{html_attr(status)}">{html_text(status)}</span>'),
-        ("KPI target", html_text(view.target_text)),
-        ("Stop reason", html_text(_stop_reason(state))),
-        ("Iterations", html_text(f"{state.get('current_iteration', 0)} of {state['max_iterations']}")),
-        ("Started", html_text(state.get("started_at", NOT_RECORDED))),
-        ("Completed", html_text(state.get("completed_at", "—"))),
-    ]
-    if view.best_label is not None:
-        best = view.result_of(view.best_label)
-        assert best is not None
-        rows.append(("Best so far", html_text(f"{view.best_label}: {metric_value_text(best.value, view.metric.unit)}")))
-    items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
-    return f'<header id="run">\n<h1>DEFT Loop Report</h1>\n<dl class="facts">{items}</dl>\n</header>'
+    items = []
+    for name, value in [("Run directory", str(state.get("results_dir", NOT_RECORDED))), *phase2_facts(state)]:
+        shown = html_text(value)
+        if name == "Status":
+            shown = f'<span class="status status-{html_attr(value)}">{shown}</span>'
+        items.append(f"<dt>{html_text(name)}</dt><dd>{shown}</dd>")
+    return f'<header id="run">\n<h1>DEFT Loop Report</h1>\n<dl class="facts">{"".join(items)}</dl>\n</header>'
 
 
 def _stop_reason(state: Mapping[str, Any]) -> str:

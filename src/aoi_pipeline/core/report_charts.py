@@ -1,4 +1,4 @@
-"""The inline SVG charts of the DEFT loop report: the KPI per iteration, training rows by source, durations.
+"""The inline SVG charts of the run report: KPI per iteration, rows by source, durations, optimisation history.
 
 An SVG inside HTML needs no namespace declaration; each chart carries a text label and per-point titles.
 """
@@ -176,6 +176,48 @@ def duration_bars(durations: Sequence[StageDuration]) -> str:
         )
         parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 14}">{html_text(duration_text(item.seconds))}</text>')
     return _svg(width, height, "Duration of every committed stage", parts)
+
+
+def history_chart(trials: Sequence[tuple[int, float | None]], unit: str, title: str) -> str:
+    """An optimisation history: each trial's value by trial number (a failed trial, value None, as a red
+    cross on the axis) and the best value so far as a green step line; lower is better."""
+    width, height, left, right, top, bottom = 720, 280, 80, 30, 20, 50
+    values = [value for _, value in trials if value is not None]
+    low, high, ticks = _axis_scale(values or [0.0])
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def y_of(value: float) -> float:
+        return top + plot_h * (high - value) / (high - low)
+
+    def x_of(index: int) -> float:
+        return left + plot_w * (index + 0.5) / len(trials)
+
+    parts = [_axes(left, top, plot_w, plot_h, ticks, unit, y_of, title)]
+    best: float | None = None
+    steps: list[str] = []
+    for index, (number, value) in enumerate(trials):
+        x = x_of(index)
+        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{number}</text>')
+        if value is None:
+            y = top + plot_h
+            parts.append(
+                f'<path class="trial-failed" data-trial="{number}" d="M{x - 4:.1f},{y - 4:.1f} l8,8 m0,-8 l-8,8" '
+                f'stroke="{RED}" stroke-width="2"><title>trial {number}: no value (failed)</title></path>'
+            )
+            continue
+        best = value if best is None else min(best, value)
+        steps.append(f"{x:.1f},{y_of(best):.1f}")
+        parts.append(
+            f'<circle class="trial-point" data-trial="{number}" data-value="{value!r}" cx="{x:.1f}" '
+            f'cy="{y_of(value):.1f}" r="5" fill="{GREY}" stroke="{INK}">'
+            f"<title>trial {number}: {html_text(metric_value_text(value, unit))}</title></circle>"
+        )
+    if steps:
+        parts.append(
+            f'<polyline class="best-so-far" points="{" ".join(steps)}" fill="none" stroke="{GREEN}" stroke-width="2"/>'
+        )
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">trial</text>')
+    return _svg(width, height, f"{title} per trial, and the best so far", parts)
 
 
 def _svg(width: int, height: int, label: str, parts: Sequence[str]) -> str:

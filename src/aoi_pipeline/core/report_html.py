@@ -36,6 +36,9 @@ th { background: #f3f5f7; } tr.best td { background: #eef7dc; font-weight: 600; 
 .hard-stop { border: 3px solid var(--red); background: #fdecec; padding: 4px 16px 12px; margin-top: 24px; }
 .hard-stop h2 { color: var(--red); border: none; } .hard-stop .reason { font-size: 18px; font-weight: 600; }
 .empty, .note { color: var(--muted); }
+.warning { color: var(--red); font-weight: 600; }
+pre.plan { white-space: pre-wrap; background: #f3f5f7; padding: 8px 12px; font-size: 13px; }
+nav ol.toc { columns: 2; margin: 8px 0 0; }
 svg.chart { max-width: 100%; height: auto; font-size: 12px; }
 svg.chart text { fill: var(--ink); }
 """

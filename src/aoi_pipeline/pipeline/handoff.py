@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aoi_pipeline.core.deliverable import best_completed
 from aoi_pipeline.core.files import atomic_write_json, atomic_write_text
 from aoi_pipeline.core.metric_contract import MetricContract
-from aoi_pipeline.core.metric_result import Candidate, MetricResult, check_result, pick_best
+from aoi_pipeline.core.metric_result import MetricResult
 from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.keys import get_key, set_key
@@ -106,30 +107,17 @@ class BestModel:
     result: MetricResult
 
 
-def _completed_candidates(state: Mapping[str, Any], contract: MetricContract) -> list[tuple[Candidate, dict]]:
-    candidates = []
-    for label, entry in state["iterations"].items():
-        raw = entry.get("metric_result")
-        if entry.get("status") != "complete" or not isinstance(raw, Mapping):
-            continue
-        result = check_result(contract, raw, where=f"deft_state.json iterations.{label}.metric_result")
-        candidates.append((Candidate(label, result), entry))
-    return candidates
-
-
 def select_best_model(layout: RunLayout) -> BestModel:
     """The contract's best completed candidate of the run (baseline, iterations, final_automl)."""
     state = read_state(layout.root)
-    contract = MetricContract.from_dict(state["metric_contract"])
-    candidates = _completed_candidates(state, contract)
-    best = pick_best(contract, [candidate for candidate, _ in candidates])
-    if best is None:
+    chosen = best_completed(state)
+    if chosen is None:
         raise StateError.at(
             str(layout.root / "deft_state.json"),
             "no completed, evaluated candidate to hand off",
             "finish at least the baseline evaluation",
         )
-    entry = next(entry for candidate, entry in candidates if candidate.label == best.label)
+    best, entry = chosen
     return BestModel(
         iteration=best.label,
         checkpoint=Path(entry["best_ckpt_path"]),

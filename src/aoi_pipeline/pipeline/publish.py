@@ -39,7 +39,7 @@ from aoi_pipeline.core.publish_manifest import (
     object_key,
     version_folder,
 )
-from aoi_pipeline.core.report import REPORT_FILE
+from aoi_pipeline.core.run_report import RUN_REPORT_FILE
 from aoi_pipeline.errors import AoiPipelineError, Problem, PublishError
 from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout, check_run_name
 
@@ -261,7 +261,7 @@ def deliverable_paths(layout: RunLayout) -> dict[str, Path]:
     paths = {
         "best_model": layout.best_model,
         "inference_spec": layout.best_model_inference_spec,
-        "report": layout.root / REPORT_FILE,
+        "report": layout.root / RUN_REPORT_FILE,
         "approval": layout.approval,
     }
     checkpoint = _best_model(layout).get("checkpoint")
