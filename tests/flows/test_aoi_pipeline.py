@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from aoi_pipeline.errors import AoiPipelineError
 
@@ -133,8 +134,9 @@ def test_the_gate_holds_everything_until_approved_then_the_run_completes(
     assert state["iterations"]["baseline"]["source"] == "automl_phase1"
     assert state["iterations"]["final_automl"]["status"] == "complete"
     assert [event["seq"] for event in state["events"]] == list(range(1, len(state["events"]) + 1))
-    spec = (run_dir / "best_model_inference_spec.yaml").read_text()
-    assert "/model/best.pth" in spec
+    spec = yaml.safe_load((run_dir / "best_model_inference_spec.yaml").read_text())
+    deliverable = json.loads((run_dir / "best_model.json").read_text())
+    assert spec["inference"]["checkpoint"] == deliverable["checkpoint"]  # filled in, not a placeholder
     assert not (tiny_workspace / ".aoi-pipeline.lock").exists(), "the workspace lock was not released"
 
 

@@ -24,7 +24,7 @@ from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
 from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
 from aoi_pipeline.errors import SpecError, StateError
 from aoi_pipeline.pipeline.handoff import (
-    INFERENCE_CHECKPOINT,
+    DeploymentPaths,
     deployment_inference_spec,
     handoff_phase1_to_phase2,
     merged_spec,
@@ -45,6 +45,12 @@ PARAMS = {
     "model.classify.learnable_difference_modules": 2,
 }
 IMAGES_DIR = "/data/ws/images"
+PATHS = DeploymentPaths(
+    checkpoint="/run/iter1/train/best.pth",
+    csv_path="/ws/kpi/testing_set.csv",
+    images_dir="/ws/images",
+    results_dir="/run/deployment_inference",
+)
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -228,14 +234,15 @@ def test_a_rerun_of_a_finished_phase1_handoff_resumes_instead_of_failing(tmp_pat
 def test_the_deployment_spec_keeps_the_model_and_drops_the_training_datasets():
     trained = set_key(baseline_spec(), "model.classify.learnable_difference_modules", 2)
     original = copy.deepcopy(trained)
-    spec = deployment_inference_spec(trained, 0.4375)
+    spec = deployment_inference_spec(trained, 0.4375, PATHS)
     classify = spec["dataset"]["classify"]
     assert not {"train_dataset", "validation_dataset", "test_dataset"} & set(classify)
-    assert classify["infer_dataset"] == {"csv_path": "", "images_dir": ""}
+    assert classify["infer_dataset"] == {"csv_path": "/ws/kpi/testing_set.csv", "images_dir": "/ws/images"}
     assert classify["batch_size"] == 1
     assert spec["inference"]["batch_size"] == 1
     assert classify["augmentation_config"]["augment"] is False
-    assert spec["inference"]["checkpoint"] == INFERENCE_CHECKPOINT == "/model/best.pth"
+    assert spec["inference"]["checkpoint"] == "/run/iter1/train/best.pth"
+    assert spec["results_dir"] == spec["inference"]["results_dir"] == "/run/deployment_inference"
     assert spec["model"]["classify"]["eval_margin"] == 0.4375
     for key in ARCHITECTURE_KEYS:
         try:
@@ -249,7 +256,7 @@ def test_the_deployment_spec_keeps_the_model_and_drops_the_training_datasets():
 
 def test_without_a_threshold_the_deployment_spec_keeps_the_trained_margin():
     trained = set_key(baseline_spec(), "model.classify.eval_margin", 0.27)
-    assert deployment_inference_spec(trained, None)["model"]["classify"]["eval_margin"] == 0.27
+    assert deployment_inference_spec(trained, None, PATHS)["model"]["classify"]["eval_margin"] == 0.27
 
 
 @pytest.mark.parametrize(("final_far", "winner"), [(7.0, BASELINE), (1.0, FINAL_AUTOML), (5.0, BASELINE)])
@@ -280,6 +287,19 @@ def test_the_deployment_handoff_picks_the_contracts_best(tmp_path, final_far, wi
     # TAO flags `score > eval_margin`: the margin just below the threshold flags the same rows.
     assert deployed["model"]["classify"]["eval_margin"] == math.nextafter(threshold, -math.inf)
     assert deployed["model"]["backbone"]["type"] == expected_backbone
+
+
+def test_the_written_inference_spec_is_filled_in_and_says_what_the_user_must_set(tmp_path):
+    layout, checkpoint = finished_phase2(tmp_path, baseline_far=5.0)
+    text = layout.best_model_inference_spec.read_text(encoding="utf-8")
+    spec = load_spec(layout.best_model_inference_spec)
+    assert spec["inference"]["checkpoint"] == str(checkpoint)
+    assert spec["dataset"]["classify"]["infer_dataset"]["images_dir"] == IMAGES_DIR
+    assert spec["results_dir"] == str(layout.root / "deployment_inference")
+    assert "/model/best.pth" not in text
+    assert text.startswith("# Inference spec of the run's deliverable (baseline)")
+    commented = [line for line in text.splitlines() if "  # set:" in line]
+    assert {line.strip().split(":")[0] for line in commented} == {"csv_path", "images_dir", "results_dir"}
 
 
 def test_without_a_strict_threshold_the_margin_is_the_threshold(tmp_path):

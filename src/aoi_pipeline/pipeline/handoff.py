@@ -26,14 +26,13 @@ from aoi_pipeline.core.metric_result import MetricResult
 from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.keys import get_key, set_key
-from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
+from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec, spec_text
 from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML
 from aoi_pipeline.core.state import init_state, preseed_baseline, read_state, state_path
 from aoi_pipeline.errors import StateError
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.trials import TrialOutcome
 
-INFERENCE_CHECKPOINT = "/model/best.pth"
 _HANDOFF_DROPPED_BLOCKS = ("train_dataset", "validation_dataset", "test_dataset")
 
 
@@ -127,12 +126,22 @@ def select_best_model(layout: RunLayout) -> BestModel:
     )
 
 
-def deployment_inference_spec(training_spec: Spec, threshold: float | None) -> Spec:
-    """The inference spec a deployment fills in: model verbatim, margin = the contract's threshold."""
+@dataclass(frozen=True)
+class DeploymentPaths:
+    """What the run knows about where a deployment's inference reads and writes (the user may change all)."""
+
+    checkpoint: str
+    csv_path: str
+    images_dir: str
+    results_dir: str
+
+
+def deployment_inference_spec(training_spec: Spec, threshold: float | None, paths: DeploymentPaths) -> Spec:
+    """The inference spec of a deployment: model verbatim, margin = the contract's threshold, the run's paths."""
     classify = copy.deepcopy(get_key(training_spec, "dataset.classify"))
     for block in _HANDOFF_DROPPED_BLOCKS:
         classify.pop(block, None)
-    classify["infer_dataset"] = {"csv_path": "", "images_dir": ""}
+    classify["infer_dataset"] = {"csv_path": paths.csv_path, "images_dir": paths.images_dir}
     classify["batch_size"] = 1
     classify["workers"] = 1
     classify.setdefault("augmentation_config", {})["augment"] = False
@@ -143,12 +152,40 @@ def deployment_inference_spec(training_spec: Spec, threshold: float | None) -> S
     return {
         "encryption_key": training_spec.get("encryption_key", "tlt_encode"),
         "task": training_spec.get("task", "classify"),
-        "results_dir": "",
+        "results_dir": paths.results_dir,
         "train": {"classify": {"loss": loss}},
         "model": model,
         "dataset": {"classify": classify},
-        "inference": {"checkpoint": INFERENCE_CHECKPOINT, "batch_size": 1, "results_dir": ""},
+        "inference": {"checkpoint": paths.checkpoint, "batch_size": 1, "results_dir": paths.results_dir},
     }
+
+
+_SPEC_HEADER = """\
+# Inference spec of the run's deliverable ({iteration}), written by the deployment handoff.
+# Filled in from the run: the checkpoint, the model (verbatim from its training spec), the decision margin
+# (model.classify.eval_margin: the KPI contract's threshold) and, so the spec runs as it is, this run's KPI
+# set as the data to score. Before deploying, set:
+#   - dataset.classify.infer_dataset.csv_path / images_dir: the pairs to score and their images root
+#   - results_dir and inference.results_dir: where inference writes
+#   - inference.checkpoint: where the checkpoint is, if you copy it elsewhere
+# Do not change model.* or eval_margin: the KPI result in best_model.json holds for these values only.
+"""
+_SET_BY_USER = {
+    "csv_path": "set: the CSV of the pairs to score (this run's KPI set)",
+    "images_dir": "set: the images root of that CSV",
+    "results_dir": "set: where inference writes",
+    "checkpoint": "the deliverable's checkpoint; update it if you move the file",
+}
+
+
+def annotated_spec_text(spec: Spec, iteration: str) -> str:
+    """The spec's YAML with a header and a comment on each line the user must set or check."""
+    lines = []
+    for line in spec_text(spec).splitlines():
+        key = line.strip().split(":", 1)[0]
+        note = _SET_BY_USER.get(key)
+        lines.append(f"{line}  # {note}" if note and ":" in line else line)
+    return _SPEC_HEADER.format(iteration=iteration) + "\n".join(lines) + "\n"
 
 
 def write_deployment_handoff(layout: RunLayout) -> BestModel:
@@ -158,7 +195,14 @@ def write_deployment_handoff(layout: RunLayout) -> BestModel:
     training_spec = load_spec(best.training_spec)
     # TAO flags `score > eval_margin`; our threshold flags `score >= threshold` (same rows, strict form).
     margin = best.result.diagnostics.get("strict_threshold", best.threshold)
-    dump_spec(deployment_inference_spec(training_spec, margin), layout.best_model_inference_spec)
+    paths = DeploymentPaths(
+        checkpoint=str(best.checkpoint),
+        csv_path=str(state["config"].get("kpi_test_csv") or ""),
+        images_dir=str(state["config"].get("images_dir") or ""),
+        results_dir=str(layout.root / "deployment_inference"),
+    )
+    spec = deployment_inference_spec(training_spec, margin, paths)
+    atomic_write_text(layout.best_model_inference_spec, annotated_spec_text(spec, best.iteration))
     record: dict[str, Any] = {
         "checkpoint": str(best.checkpoint),
         "threshold": best.threshold,

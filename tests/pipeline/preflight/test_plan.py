@@ -12,6 +12,7 @@ import pytest
 from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.jobs.gpu import GpuInfo
 from aoi_pipeline.pipeline.preflight import PreflightReport, StaticProbe, run_preflight
+from aoi_pipeline.pipeline.trials import TrialOutcome
 
 SECRET = "s3cr3t-Value-9f2c1d"
 OTHER_SECRET = "another-s3cr3t-7e1b"
@@ -200,3 +201,31 @@ def test_pruning_and_a_gpu_hour_budget_change_the_plan_hash(ws: Path, preflight)
         preflight(ws, phase1={"max_gpu_hours": 1.0}).plan_hash,
     }
     assert len(hashes) == 3
+
+
+def test_without_estimates_an_earlier_runs_measured_trials_give_the_minutes_per_recommendation(
+    ws: Path, preflight, read
+) -> None:
+    earlier = ws / "results" / "run_20200101_000000" / "phase1" / "trial_000"
+    earlier.mkdir(parents=True)
+    (earlier / "spec.yaml").write_text("train:\n  num_epochs: 4\n", encoding="utf-8")
+    outcome = TrialOutcome(
+        number=0,
+        params={},
+        state="complete",
+        far_pct=3.0,
+        recall_pct=100.0,
+        threshold=0.5,
+        val_loss=0.1,
+        checkpoint=None,
+        train_spec_path=earlier / "spec.yaml",
+        inference_csv=None,
+        duration_s=240.0,  # 60 s per epoch
+    )
+    (earlier / "trial.json").write_text(json.dumps(outcome.to_record()), encoding="utf-8")
+
+    estimate = read.section(preflight(ws, phase1={"num_epochs": 3}, deft={"max_iterations": 0}), 8)
+
+    # 60 s per epoch x 3 epochs = 3 min per recommendation, measured in the earlier run
+    assert "t_rec = 3 min (measured in run_20200101_000000, scaled to this config's epochs" in estimate
+    assert "t_iter = unknown" in estimate

@@ -122,7 +122,13 @@ def dump_spec(spec: Spec, path: Path) -> None:
     ]
     if problems:
         raise SpecError(problems)
-    text = yaml.dump(
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, spec_text(spec))
+
+
+def spec_text(spec: Spec) -> str:
+    """The YAML text `dump_spec` writes (key order kept), for a caller that annotates it before writing."""
+    return yaml.dump(
         dict(spec),
         Dumper=_SpecDumper,
         sort_keys=False,
@@ -130,8 +136,6 @@ def dump_spec(spec: Spec, path: Path) -> None:
         allow_unicode=True,
         width=110,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
 
 
 PLAIN_VALUES_FIX = "use only YAML values: str, int, float, bool, null, lists and mappings with string keys"

@@ -48,6 +48,7 @@ from aoi_pipeline.pipeline.preflight.checks.specs import (
     check_kpi_target,
     check_search_spaces,
 )
+from aoi_pipeline.pipeline.preflight.measured import measured_minutes
 from aoi_pipeline.pipeline.preflight.plan import PlanFacts, build_plan, plan_hash, sections
 from aoi_pipeline.pipeline.preflight.probe import (
     HostProbe,
@@ -124,5 +125,6 @@ def _check(
     found += Findings.of(check_publish_bucket(config, answers.bucket))
     found += Findings.of(check_credentials(config, env)) + check_images(answers.images, env)
     resuming = layout.root.exists()
-    facts = PlanFacts(config, env, workspace, layout, resuming, answers, base, data, contract, spaces, gpus)
+    measured = measured_minutes(config.resolved_results_root, layout.root.name, config)
+    facts = PlanFacts(config, env, workspace, layout, resuming, answers, base, data, contract, spaces, gpus, measured)
     return facts, found

@@ -32,6 +32,7 @@ from aoi_pipeline.pipeline.preflight.checks.gpus import GpuPlan
 from aoi_pipeline.pipeline.preflight.checks.host import RUNTIME_COMMANDS, network_mode
 from aoi_pipeline.pipeline.preflight.checks.images import missing_images, used_images
 from aoi_pipeline.pipeline.preflight.checks.specs import PhaseSpace
+from aoi_pipeline.pipeline.preflight.measured import NOTHING_MEASURED, Measured, MeasuredMinutes
 from aoi_pipeline.pipeline.preflight.probe import ProbeAnswers
 from aoi_pipeline.pipeline.preflight.report import table
 from aoi_pipeline.pipeline.run_specs import spec_source
@@ -71,6 +72,7 @@ class PlanFacts:
     contract: MetricContract | None
     spaces: Mapping[str, PhaseSpace]
     gpus: GpuPlan
+    measured: MeasuredMinutes = NOTHING_MEASURED  # durations earlier runs in the results root recorded
 
     @property
     def mining(self) -> bool:
@@ -349,8 +351,12 @@ def phase3_lines(facts: PlanFacts) -> list[str]:
 def estimate_lines(facts: PlanFacts) -> list[str]:
     config = facts.config
     m = config.deft.max_iterations + 1
-    t_rec = config.estimates.minutes_per_recommendation
-    t_iter = config.estimates.minutes_per_iteration
+    t_rec, rec_source = _per_unit(
+        config.estimates.minutes_per_recommendation, facts.measured.per_recommendation, "minutes_per_recommendation"
+    )
+    t_iter, iter_source = _per_unit(
+        config.estimates.minutes_per_iteration, facts.measured.per_iteration, "minutes_per_iteration"
+    )
     n1, what1 = phase_count(config.phase1, t_rec, facts.gpus.per_job)
     n3, what3 = phase_count(config.phase3, t_rec, facts.gpus.per_job)
     terms = [_term(n1, t_rec), _term(m, t_iter), _term(n3, t_rec)]
@@ -359,8 +365,8 @@ def estimate_lines(facts: PlanFacts) -> list[str]:
         f"- N1 = {_count_text(n1)} (Phase 1 {what1}), N3 = {_count_text(n3)} (Phase 3 {what3})",
         f"- M = {config.deft.max_iterations} + 1 = {m} (DEFT iterations plus the baseline stage: "
         "inference and evaluation of the starting model, counted as one iteration)",
-        f"- t_rec = {_minutes_or_unknown(t_rec)} (estimates.minutes_per_recommendation), "
-        f"t_iter = {_minutes_or_unknown(t_iter)} (estimates.minutes_per_iteration)",
+        f"- t_rec = {rec_source}",
+        f"- t_iter = {iter_source}",
     ]
     total = _sum_known(terms)
     shown = " + ".join(text for text, _ in terms)
@@ -494,6 +500,16 @@ def _minutes(total: float) -> str:
 
 def _minutes_or_unknown(minutes: float | None) -> str:
     return "unknown" if minutes is None else f"{minutes:g} min"
+
+
+def _per_unit(configured: float | None, measured: Measured, key: str) -> tuple[float | None, str]:
+    """(minutes, where they come from): the config's estimate, else an earlier run's measurement, else unknown."""
+    if configured is not None:
+        return configured, f"{configured:g} min (estimates.{key})"
+    if measured.minutes is not None:
+        minutes = float(f"{measured.minutes:.2g}")
+        return minutes, measured.text(f"estimates.{key} overrides it")
+    return None, f"unknown (estimates.{key}; no earlier run in the results root measured one)"
 
 
 def _json_sha256(data: Any) -> str:
