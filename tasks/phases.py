@@ -15,6 +15,7 @@ from prefect.cache_policies import NONE
 
 from aoi_pipeline.approval import ApprovalRecord
 from aoi_pipeline.core.progress import Progress, trial_seconds
+from aoi_pipeline.core.run_report import RUN_REPORT_FILE
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.stages import BASELINE, Stage
 from aoi_pipeline.core.state import read_state
@@ -132,6 +133,8 @@ def deployment_handoff(layout: RunLayout, phase1_best: float | None) -> dict[str
         "inference_spec": str(layout.best_model_inference_spec),
         "iteration": best.iteration,
         "value": best.result.value,
+        "unit": best.result.unit,
         "passed": best.result.passed,
+        "report": str(layout.root / RUN_REPORT_FILE),
         "deft_status": state["status"],
     }

@@ -138,8 +138,11 @@ def _print_result(result: dict[str, Any]) -> None:
         print(f"Run cancelled. {result['message']}. Nothing was written.")
         return
     print(f"Run complete: {result['run_dir']}")
-    print(f"  best model:      {result['best_model']} ({result['iteration']}, value {result['value']:.4g})")
+    value = f"{result['value']:.4g}{result.get('unit', '')}"
+    print(f"  best model:      {result['best_model']} ({result['iteration']}, value {value})")
     print(f"  inference spec:  {result['inference_spec']}")
+    if result.get("report"):
+        print(f"  run report:      {result['report']}")
     print(f"  KPI target met:  {'yes' if result['passed'] else 'no'}")
     if result.get("published"):
         print(f"  published to:    {result['published']['destination']}")

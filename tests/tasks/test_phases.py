@@ -123,7 +123,7 @@ def test_after_a_trial_the_table_the_progress_line_and_the_report_are_refreshed(
 def test_the_deployment_handoff_returns_the_deliverable_and_publishes_the_trajectory(
     ctx, task_log, artifacts, monkeypatch
 ):
-    best = SimpleNamespace(iteration="iter2", result=SimpleNamespace(value=1.5, passed=True))
+    best = SimpleNamespace(iteration="iter2", result=SimpleNamespace(value=1.5, unit="%", passed=True))
     handed = recorder(monkeypatch, phases.handoff, "write_deployment_handoff", best)
     trajectory = ctx.layout.root / "trajectory.txt"
     trajectory.parent.mkdir(parents=True)
@@ -137,7 +137,9 @@ def test_the_deployment_handoff_returns_the_deliverable_and_publishes_the_trajec
         "inference_spec": str(ctx.layout.best_model_inference_spec),
         "iteration": "iter2",
         "value": 1.5,
+        "unit": "%",
         "passed": True,
+        "report": str(ctx.layout.root / "run_report.html"),
         "deft_status": "complete",
     }
     assert handed == [((ctx.layout,), {})]
