@@ -289,8 +289,12 @@ def _automl_body(facts: RunFacts, phase: str) -> str | None:
         number = f"{trial.number} ★ winner" if trial.number == winner else str(trial.number)
         row = [number, state, value, delta, number_text(trial.val_loss), duration_text(trial.duration_s), params]
         rows.append(row)
-    finished = len(trials)
-    summary = f"<p>{finished} trial(s) finished; objective: {html_text(facts.objective)}, lower is better.</p>"
+    summary = f"{len(trials)} trial(s) finished; objective: {facts.objective}, lower is better."
+    won = next((t for t in trials if t.number == winner), None)
+    if won is not None and won.value is not None:
+        summary += f" Winner: trial {won.number} at {metric_value_text(won.value, '%')}"
+        summary += " (its checkpoint is Phase 2's baseline)." if phase == "phase1" else "."
+    summary = f"<p>{html_text(summary)}</p>"
     chart = history_chart([(t.number, t.value) for t in trials], "%", facts.objective)
     table = html_table(head, rows, highlight=[t.number == winner for t in trials])
     return "\n".join([summary, chart, table])
