@@ -277,7 +277,7 @@ def test_a_failure_in_any_phase_is_a_recorded_hard_stop_with_reason_and_fix(
     failure = state["events"][-1]
     assert (failure["iter"], failure["stage"], failure["status"]) == ("baseline", stage, "error")
     assert failure["details"]["phase"] == phase and failure["details"]["fix"]
-    report = (results / run_name / "DEFT_Loop_Report.html").read_text()
+    report = (results / run_name / "run_report.html").read_text()
     assert f"hard stop at baseline/{stage}" in report and failure["details"]["reason"][:40] in report
     pipeline_state = json.loads((results / run_name / "pipeline_state.json").read_text())
     assert pipeline_state["phases"][phase]["status"] == "failed"

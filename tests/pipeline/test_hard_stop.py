@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from run_support import FakeRunner, baseline_spec, make_context, phase2_done
 
-from aoi_pipeline.core.report import write_report
 from aoi_pipeline.core.state import read_state
 from aoi_pipeline.errors import ProgramJobError
 from aoi_pipeline.pipeline.hard_stop import (
@@ -21,6 +20,7 @@ from aoi_pipeline.pipeline.hard_stop import (
     stage_failures_recorded,
 )
 from aoi_pipeline.pipeline.layout import PipelineRecord
+from aoi_pipeline.pipeline.run_report import write_run_report
 from aoi_pipeline.pipeline.run_steps import ensure_run_state, train_baseline
 
 JOB_ERROR = ProgramJobError.at("job baseline-train (log job.log)", "train exited 1", "read the job log")
@@ -68,7 +68,7 @@ def test_a_failed_evaluation_is_recorded_and_the_report_names_the_stop_and_the_e
 
     assert read_state(layout.root)["status"] == "failed"
     assert _last(layout)["stage"] == "evaluate"
-    report = write_report(layout.root).read_text()
+    report = write_run_report(layout).read_text()
     assert "hard stop at baseline/evaluate" in report and "checkpoint is corrupt" in report
     assert "Stop reason</dt><dd>running" not in report
 
@@ -89,7 +89,7 @@ def test_a_phase1_sweep_that_fails_before_any_state_starts_the_state_and_records
     recorded = PipelineRecord(layout).phase("phase1")
     assert recorded is not None and recorded["status"] == "failed" and recorded["fix"] == "read the job log"
     assert not PipelineRecord(layout).done("phase1")
-    assert "hard stop at baseline/train" in (layout.root / "DEFT_Loop_Report.html").read_text()
+    assert "hard stop at baseline/train" in (layout.root / "run_report.html").read_text()
 
 
 def test_a_phase_whose_stage_already_recorded_the_stop_adds_no_second_event(workspace, layout) -> None:
@@ -117,7 +117,7 @@ def test_a_failed_phase3_is_recorded_under_final_automl_and_phase2s_result_stand
     assert (event["iter"], event["stage"], event["status"]) == ("final_automl", "train", "error")
     assert "every trial crashed" in event["summary"]
     assert PipelineRecord(layout).phase("phase3")["status"] == "failed"  # type: ignore[index]
-    report = write_report(layout.root).read_text()
+    report = write_run_report(layout).read_text()
     assert "then HARD STOP in train: RuntimeError: every trial crashed" in report
 
 

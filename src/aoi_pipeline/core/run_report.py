@@ -133,6 +133,10 @@ def _summary(facts: RunFacts) -> str:
 
 def _run_status(facts: RunFacts) -> str:
     state = facts.deft_state or {}
+    failed = next((name for name, entry in facts.phases.items() if entry.get("status") == "failed"), None)
+    if failed is not None:
+        entry = facts.phases[failed]
+        return f"failed in {failed}: {entry.get('reason') or NOT_RECORDED} (fix: {entry.get('fix') or NOT_RECORDED})"
     if state.get("status") == "failed":
         return "failed (hard stop in Phase 2: see below)"
     if "handoff" in facts.phases:

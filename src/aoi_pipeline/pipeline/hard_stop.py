@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.core.report import write_report
 from aoi_pipeline.core.stages import FINAL_AUTOML
 from aoi_pipeline.core.state import StageCommit, commit_stage, expected_commit, read_state, state_path
 from aoi_pipeline.errors import AoiPipelineError, StateError
@@ -80,7 +79,7 @@ def record_phase_failure(
         _commit_at_expected(layout.root, phase, error, started)
     if layout.root.is_dir():
         PipelineRecord(layout).mark(phase, "failed", **parts)
-        _refresh_report(layout.root)
+        _refresh_report(layout)
 
 
 @contextmanager
@@ -114,9 +113,12 @@ def _commit_at_expected(root: Path, phase: str, error: BaseException, started: f
         record_stage_failure(root, expected[0], expected[1], error, started, phase=phase)
 
 
-def _refresh_report(root: Path) -> None:
+def _refresh_report(layout: RunLayout) -> None:
+    # Imported here: the run report gathers Phase 2 through pipeline.deft, which imports this module.
+    from aoi_pipeline.pipeline.run_report import write_run_report
+
     try:
-        write_report(root)
+        write_run_report(layout)
     except Exception:  # the report is a view of the state; the failure is already recorded there
         return
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aoi_pipeline.core.files import atomic_write_text
+from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.run_report import (
     AUTOML_PHASES,
     LEGACY_REPORT_FILE,
@@ -24,7 +25,7 @@ from aoi_pipeline.core.run_report import (
     render_run_report,
 )
 from aoi_pipeline.core.state import read_state, state_path
-from aoi_pipeline.errors import StateError
+from aoi_pipeline.errors import AoiPipelineError, StateError
 from aoi_pipeline.pipeline import deft
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout
@@ -32,9 +33,14 @@ from aoi_pipeline.pipeline.study import objective_name
 from aoi_pipeline.pipeline.trials import TRIAL_FILE, read_outcome
 
 
-def gather_run_facts(layout: RunLayout, *, objective: str, deft_extras: Mapping[str, Any] | None = None) -> RunFacts:
-    """What the run directory records, for the report (`objective` names the AutoML trials' value)."""
+def gather_run_facts(
+    layout: RunLayout, *, objective: str | None = None, deft_extras: Mapping[str, Any] | None = None
+) -> RunFacts:
+    """What the run directory records, for the report (`objective` names the AutoML trials' value; by default
+    it is read from the state's metric contract)."""
     deft_state = read_state(layout.root) if state_path(layout.root).exists() else None
+    if objective is None:
+        objective = objective_name(_recall(deft_state))
     try:
         phases = PipelineRecord(layout).read()["phases"]
     except StateError:
@@ -55,7 +61,9 @@ def gather_run_facts(layout: RunLayout, *, objective: str, deft_extras: Mapping[
     )
 
 
-def write_run_report(layout: RunLayout, *, objective: str, deft_extras: Mapping[str, Any] | None = None) -> Path:
+def write_run_report(
+    layout: RunLayout, *, objective: str | None = None, deft_extras: Mapping[str, Any] | None = None
+) -> Path:
     """Render and atomically replace `run_report.html` (and the link under the old name); returns its path."""
     text = render_run_report(gather_run_facts(layout, objective=objective, deft_extras=deft_extras))
     path = layout.root / RUN_REPORT_FILE
@@ -95,6 +103,15 @@ def _trials(layout: RunLayout, phase: str) -> tuple[TrialFacts, ...]:
             )
         )
     return tuple(found)
+
+
+def _recall(state: Mapping[str, Any] | None) -> float | None:
+    if state is None:
+        return None
+    try:
+        return MetricContract.from_dict(state["metric_contract"]).recall_target_pct
+    except AoiPipelineError:
+        return None
 
 
 def _text(path: Path) -> str | None:
