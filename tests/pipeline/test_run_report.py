@@ -124,6 +124,7 @@ def test_the_trials_table_and_history_show_every_trial_in_percentage_points(tmp_
     phase1 = section(page, "phase1")
     assert OBJECTIVE in visible(phase1)
     assert "Winner: trial 2 at 11% (its checkpoint is Phase 2's baseline)." in visible(phase1)
+    assert "3 trial(s) finished (2 complete, 1 failed)" in visible(phase1)
     rows = re.findall(r"<tr([^>]*)>(.*?)</tr>", phase1, re.S)[1:]
     cells = [[visible(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)] for _, row in rows]
     assert [row[:4] for row in cells] == [

@@ -19,6 +19,7 @@ itself out of the page (e.g. a nightly-only section in a manual run). The table 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,7 +294,9 @@ def _automl_body(facts: RunFacts, phase: str) -> str | None:
         number = f"{trial.number} ★ winner" if trial.number == winner else str(trial.number)
         row = [number, state, value, delta, number_text(trial.val_loss), duration_text(trial.duration_s), params]
         rows.append(row)
-    summary = f"{len(trials)} trial(s) finished; objective: {facts.objective}, lower is better."
+    ended = Counter(trial.state for trial in trials)
+    by_state = ", ".join(f"{count} {state}" for state, count in sorted(ended.items()))
+    summary = f"{len(trials)} trial(s) finished ({by_state}); objective: {facts.objective}, lower is better."
     won = next((t for t in trials if t.number == winner), None)
     if won is not None and won.value is not None:
         summary += f" Winner: trial {won.number} at {metric_value_text(won.value, '%')}"

@@ -99,10 +99,17 @@ def _trials(layout: RunLayout, phase: str) -> tuple[TrialFacts, ...]:
                 val_loss=outcome.val_loss,
                 params=outcome.params,
                 duration_s=outcome.duration_s,
-                reason=outcome.reason,
+                reason=_reason(outcome.reason, outcome.pruned_epoch),
             )
         )
     return tuple(found)
+
+
+def _reason(reason: str, pruned_epoch: int | None) -> str:
+    if pruned_epoch is None:
+        return reason
+    at = f"stopped after epoch {pruned_epoch}"
+    return f"{at}; {reason}" if reason else at
 
 
 def _recall(state: Mapping[str, Any] | None) -> float | None:
