@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -133,3 +133,14 @@ def snapshot_tree() -> Callable[[Path], Snapshot]:
     merely touched entry (a directory's mtime changes when an entry is added or removed in it).
     """
     return _snapshot
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One Prefect test server for the session (flow and fault-injection tests); yields its API URL, which
+    processes the tests start use to reach it."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())

@@ -1,23 +1,15 @@
-"""Flow tests: one Prefect test server for the session, a tiny synthetic workspace, a fake TAO runtime."""
+"""Flow tests: a tiny synthetic workspace and a fake TAO runtime (the session's Prefect test server, `prefect_server`,
+lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 FAKE_RUNTIME = Path(__file__).resolve().parents[1] / "fake_runtime.py"
-
-
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture
