@@ -121,6 +121,8 @@ def test_the_trials_table_and_history_show_every_trial_in_percentage_points(tmp_
 
     page = write_run_report(layout, objective=OBJECTIVE).read_text(encoding="utf-8")
 
+    # pipeline_state.json records Phase 1 done; the first phase it has not closed is the 1->2 handoff
+    assert "Status in progress (handoff_1_2)" in visible(section(page, "summary"))
     phase1 = section(page, "phase1")
     assert OBJECTIVE in visible(phase1)
     assert "Winner: trial 2 at 11% (its checkpoint is Phase 2's baseline)." in visible(phase1)

@@ -45,6 +45,7 @@ RUN_REPORT_FILE = "run_report.html"
 #: The name of the Phase 2 report before there was a run report; it now holds a link to `RUN_REPORT_FILE`.
 LEGACY_REPORT_FILE = "DEFT_Loop_Report.html"
 AUTOML_PHASES = ("phase1", "phase3")
+_PIPELINE_PHASES = ("phase1", "handoff_1_2", "phase2", "phase3", "handoff")  # as pipeline_state.json records them
 
 
 @dataclass(frozen=True)
@@ -144,14 +145,11 @@ def _run_status(facts: RunFacts) -> str:
         return "complete"
     if facts.approval and facts.approval.get("decision") == "reject":
         return "rejected"
-    running = next((name for name in ("phase3", "phase2", "phase1") if _started(facts, name)), None)
-    return f"in progress ({running})" if running else "approved, not started"
-
-
-def _started(facts: RunFacts, phase: str) -> bool:
-    if phase == "phase2":
-        return facts.deft_state is not None
-    return bool(facts.trials.get(phase)) or phase in facts.phases
+    if not facts.phases and facts.deft_state is None and not any(facts.trials.values()):
+        return "approved, not started"
+    done = {name for name, entry in facts.phases.items() if entry.get("status") in ("complete", "skipped")}
+    running = next(name for name in _PIPELINE_PHASES if name not in done)
+    return f"in progress ({running})"
 
 
 def _plan_and_approval(facts: RunFacts) -> str | None:
