@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test, as `make test` runs it (after `make setup`): start the real services the integration tests need
 # (PostgreSQL, Slurm, Ceph S3, dockerd and the job image; see .ci/services.sh), run the lint checks, then the
-# tests in three suites whose times are printed: unit, integration, and the Docker pool's integration tests.
+# tests in four suites whose times are printed: unit, integration, and the Slurm and Docker pools' integration
+# tests.
 # The services are stopped again on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ suite() { # suite NAME PYTEST_ARGS: one part of the test run, timed; pytest's ex
   echo "[ci] suite ${TIMES[-1]}"
 }
 suite unit "-m 'not integration'"
-suite integration "-m integration --ignore=tests/integration/docker"
+suite integration "-m integration --ignore=tests/integration/docker --ignore=tests/integration/slurm"
+suite slurm "tests/integration/slurm"
 suite docker "tests/integration/docker"
 printf '[ci] %s\n' "${TIMES[@]}"

@@ -141,7 +141,7 @@ def test_unknown_keys_at_any_depth_are_all_reported_with_their_dotted_key(tmp_pa
     assert all("remove the key or correct its spelling" in problem.fix for problem in error.problems)
 
 
-@pytest.mark.parametrize(("platform", "state"), [("slurm", "is not built yet"), ("dockre", "is unknown")])
+@pytest.mark.parametrize(("platform", "state"), [("pbs", "is unknown"), ("dockre", "is unknown")])
 def test_a_platform_that_does_not_exist_is_refused_naming_the_key_and_the_platforms(
     tmp_path: Path, platform: str, state: str
 ) -> None:
@@ -150,7 +150,7 @@ def test_a_platform_that_does_not_exist_is_refused_naming_the_key_and_the_platfo
     error = refusal(path)
 
     assert [problem.where for problem in error.problems] == [f"{path} key platform"]
-    assert state in str(error) and "the platforms that exist are: local, docker, kubernetes" in str(error)
+    assert state in str(error) and "the platforms that exist are: local, docker, kubernetes, slurm" in str(error)
 
 
 def test_a_missing_workspace_key_is_named(tmp_path: Path) -> None:

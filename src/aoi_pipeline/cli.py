@@ -161,7 +161,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     root = args.dir or default_demo_root(data_dir() / "demos")
     started = time.monotonic()
-    image = args.image if args.platform != "local" else None
+    # On Slurm the demo's jobs run in the nodes' Python environment (the pool's runner none), not in an image.
+    image = args.image if args.platform not in ("local", "slurm") else None
     demo = prepare_demo(root, boards=args.boards or DEMO_BOARDS, seed=args.seed, platform=args.platform, image=image)
     print(f"Demo workspace: {demo.workspace.root}  config: {demo.config_path}")
     if args.platform != "local":
@@ -172,6 +173,10 @@ def _demo(args: argparse.Namespace) -> int:
         from aoi_pipeline.pools import running_job_containers
 
         print(f"Job containers left running: {len(running_job_containers())}")
+    if args.platform == "slurm" and result.get("run_dir"):
+        from aoi_pipeline.pools import queued_slurm_jobs
+
+        print(f"Slurm jobs left in squeue: {len(queued_slurm_jobs(Path(result['run_dir'])))}")
     print(f"Demo finished in {time.monotonic() - started:.0f} s")
     if result.get("status") == "rejected":
         return EXIT_REJECTED
@@ -309,7 +314,7 @@ def _add_run_commands(subcommands: argparse._SubParsersAction) -> None:
     demo.add_argument("--yes", action="store_true", help="pre-approve the plan instead of waiting")
     demo.add_argument("--reviewer", default=os.environ.get("USER", "demo"), help="recorded with --yes")
     demo.add_argument(
-        "--platform", choices=("local", "docker"), default="local", help="where the jobs run (default local)"
+        "--platform", choices=("local", "docker", "slurm"), default="local", help="where the jobs run (default local)"
     )
     demo.add_argument("--image", default="localhost/aoi-pipeline-job:latest", help="job image on a work-pool platform")
     demo.set_defaults(handler=_demo)
@@ -438,7 +443,7 @@ def _add_platform_commands(subcommands: argparse._SubParsersAction) -> None:
         help="create a platform's work pool and deployments; start a worker if none is online (docker) or "
         "print the command that starts one (kubernetes)",
     )
-    setup.add_argument("--platform", required=True, help="docker or kubernetes")
+    setup.add_argument("--platform", required=True, help="docker, kubernetes or slurm")
     setup.add_argument("--concurrency", type=int, default=None, help="the pool's concurrency limit (GPU budget)")
     setup.set_defaults(handler=_pools_setup)
 

@@ -30,8 +30,8 @@ DEFAULT_ANOMALYGEN_IMAGE = "nvcr.io/nvidia/paidf-anomalygen:1.0.1"
 # Where jobs can run: `local` (processes of the flow run) and the work-pool platforms whose base job template,
 # worker and `tao-job/<platform>` deployment exist. A platform joins this list when it is built; until then a
 # config naming it is refused rather than accepted and run somewhere else.
-PLATFORMS: tuple[str, ...] = ("local", "docker", "kubernetes")
-PLANNED_PLATFORMS: tuple[str, ...] = ("slurm",)
+PLATFORMS: tuple[str, ...] = ("local", "docker", "kubernetes", "slurm")
+PLANNED_PLATFORMS: tuple[str, ...] = ()
 # Platforms whose GPUs live on nodes the pipeline's own machine does not see: `gpus: auto` means the pool's GPUs.
 REMOTE_GPU_PLATFORMS: tuple[str, ...] = ("kubernetes", "slurm")
 
@@ -181,6 +181,40 @@ class KubernetesSettings(_Strict):
         return self
 
 
+_SLURM_WORD = r"^\S+$"
+# Slurm's time formats (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) and memory sizes (16000M, 64G).
+_SLURM_TIME = r"^(?:\d+-)?\d+(?::\d+){0,2}$"
+_SLURM_MEMORY = r"^\d+[KMGT]?$"
+
+
+class SlurmSettings(_Strict):
+    """What TAO jobs on the Slurm work pool get; an unset value keeps the pool's own default.
+
+    The defaults of the pool's base job template (`deployments/slurm/base-job-template.json`, as
+    `aoi-pipeline pools setup --platform slurm` creates it) apply to every unset key: the cluster's default
+    partition, a 4-hour time limit, runner `none` with the worker's Python environment. GPUs per job come from
+    `gpus`/`gpus_per_job` (`--gres=gpu:N`); with runner `pyxis` or `apptainer` each job runs in its image from
+    `images`, with the workspace and results folders mounted at the same paths.
+    """
+
+    partition: Annotated[str, Field(pattern=_SLURM_WORD)] | None = None
+    account: Annotated[str, Field(pattern=_SLURM_WORD)] | None = None
+    qos: Annotated[str, Field(pattern=_SLURM_WORD)] | None = None
+    time_limit: Annotated[str, Field(pattern=_SLURM_TIME)] | None = None
+    gpu_type: Annotated[str, Field(pattern=_SLURM_WORD)] | None = None
+    cpus_per_task: Annotated[int, Field(ge=1, strict=True)] | None = None
+    memory: Annotated[str, Field(pattern=_SLURM_MEMORY)] | None = None
+    runner: Literal["none", "pyxis", "apptainer"] | None = None
+    # Runner none: a virtual environment or conda prefix on the nodes with aoi-pipeline installed.
+    python_env: Annotated[str, Field(pattern=_SLURM_WORD)] | None = None
+    setup_commands: tuple[str, ...] | None = None
+    extra_options: tuple[str, ...] | None = None
+    log_dir: Annotated[str, Field(pattern=_SLURM_WORD)] | None = None
+    requeue: StrictBool | None = None
+    # Names of variables the worker copies from its own environment into every job (never values).
+    env_names: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], ...] = ()
+
+
 class PublishSettings(_Strict):
     """Where a finished run's deliverable is published: `<prefix>/<run name>/` in the bucket of a Prefect
     `S3Bucket` block (prefect-aws; its `AwsCredentials` hold the keys, so none appear in this file)."""
@@ -219,6 +253,7 @@ class PipelineConfig(_Strict):
     job_timeout_minutes: Annotated[float, Field(gt=0)] | None = None
     credentials: tuple[str, ...] = ()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    slurm: SlurmSettings | None = None
     phase1: AutomlSettings = AutomlSettings()
     deft: DeftSettings = DeftSettings()
     phase3: AutomlSettings = AutomlSettings()

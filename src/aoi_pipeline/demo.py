@@ -53,8 +53,8 @@ class Demo:
 
 
 def demo_config(workspace: Path, *, seed: int = 0, platform: str = "local", image: str | None = None) -> dict[str, Any]:
-    """The demo's pipeline config as plain data (what pipeline.yaml holds); on a work-pool platform every
-    job runs in `image` (the job image of deployments/docker)."""
+    """The demo's pipeline config as plain data (what pipeline.yaml holds); on a container platform every
+    job runs in `image` (the job image of deployments/docker); on Slurm in the pool's Python environment."""
     phase = {
         "recommendations": 2,
         "parallel": 1,
@@ -70,7 +70,8 @@ def demo_config(workspace: Path, *, seed: int = 0, platform: str = "local", imag
         **images,
         "runtime": "reference",
         "kpi_target": "FAR < 5% at Recall=100%",
-        "gpus": "auto",
+        # On Slurm `auto` asks every job for a GPU of the nodes; the demo's small model trains on their CPUs.
+        "gpus": 0 if platform == "slurm" else "auto",
         "spec_overrides": _DEMO_SPEC_OVERRIDES,
         "dataset": {"lights": ["SolderLight"], "image_ext": ".png"},
         "phase1": phase,

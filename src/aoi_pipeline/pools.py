@@ -6,8 +6,9 @@ base-job-template.json` (its registry credentials refer to the `aoi-registry` bl
 from the checkout's `prefect.yaml`, and starts `prefect worker start --pool aoi-docker` in the background when
 no worker of the pool is online. `setup_platform("kubernetes")` creates `aoi-kubernetes` from
 `deployments/kubernetes/base-job-template.json` the same way, but its worker belongs where the cluster is
-reachable, so it prints the exact worker command instead of starting one. It returns what it did, in words,
-so the command can say what it started.
+reachable, so it prints the exact worker command instead of starting one. `setup_platform("slurm")` creates
+`gpu-slurm` and starts our `slurm` worker here, as on a login node (runner none: the jobs run in this Python
+environment, which the nodes share). It returns what it did, in words, so the command can say what it started.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PARENT_POOL = "local-process"
 POOLS: dict[str, tuple[str, str]] = {
     "docker": ("aoi-docker", "docker"),
     "kubernetes": ("aoi-kubernetes", "kubernetes"),
+    "slurm": ("gpu-slurm", "slurm"),
 }
 # Platforms whose worker must run where the cluster is reachable: the setup prints its command instead.
 REMOTE_WORKERS: dict[str, str] = {
@@ -71,7 +73,19 @@ def base_job_template(platform: str, root: Path) -> dict[str, Any]:
     template = json.loads((root / "deployments" / platform / "base-job-template.json").read_text(encoding="utf-8"))
     if platform == "docker" and (reference := registry_credentials_ref()) is not None:
         template["variables"]["properties"]["registry_credentials"]["default"] = reference
+    if platform == "slurm":
+        _slurm_defaults(template["variables"]["properties"])
     return template
+
+
+def _slurm_defaults(properties: dict[str, Any]) -> None:
+    """Runner none runs the flow in this Python environment (the nodes share it with this login node) and
+    writes each job's output under the data directory instead of the worker's working directory."""
+    from aoi_pipeline.server import data_dir
+
+    for name, value in (("python_env", sys.prefix), ("log_dir", str(data_dir() / "slurm-logs"))):
+        if properties[name].get("default") is None:
+            properties[name]["default"] = value
 
 
 def setup_platform(platform: str, *, concurrency_limit: int | None = None, start_worker: bool = True) -> Setup:
@@ -198,7 +212,7 @@ def _start_worker(pool: str, worker_type: str, root: Path) -> tuple[int, Path]:
             raise ConfigError.at(
                 str(log_path),
                 f"the {worker_type} worker for pool {pool} did not come online",
-                "read the worker log; for Docker check that `docker version` reaches the engine",
+                "read the worker log; for Docker check that `docker version` reaches the engine, for Slurm `sinfo`",
             )
         time.sleep(0.5)
     return process.pid, log_path
@@ -228,3 +242,25 @@ def running_job_containers(settle_s: float = 30.0) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
+
+
+def queued_slurm_jobs(run_dir: Path, settle_s: float = 30.0) -> list[str]:
+    """Slurm job ids of the run's jobs (from their dispatch records) still in squeue after up to `settle_s` (a
+    child run is Completed a moment before its batch job exits); none are expected after a run."""
+    from aoi_pipeline.jobs.dispatch import DISPATCH_SUFFIX, read_dispatch
+
+    records = (
+        read_dispatch(path.with_name(path.name.removesuffix(DISPATCH_SUFFIX)))
+        for path in run_dir.rglob(f"*{DISPATCH_SUFFIX}")
+    )
+    job_ids = sorted({r.infrastructure_id.rpartition(":")[2] for r in records if r is not None and r.infrastructure_id})
+    deadline = time.monotonic() + settle_s
+    while job_ids:
+        done = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=60
+        )
+        left = done.stdout.split() if done.returncode == 0 else []
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+    return []

@@ -43,3 +43,16 @@ def test_the_job_defaults_carry_the_image_runtime_and_timeout(workspace):
     context = make_context(workspace, RunLayout(workspace.root / "run"), job_timeout_minutes=1.5, runtime="tao")
     assert context.jobs == JobDefaults(image="registry.example/tao:pyt", runtime="tao", gpus=0, timeout_s=90.0)
     assert make_context(workspace, RunLayout(workspace.root / "run")).jobs.timeout_s is None
+
+
+def test_on_slurm_auto_asks_every_job_for_its_share_of_the_nodes_gpus_whatever_this_machine_has(workspace, monkeypatch):
+    import aoi_pipeline.pipeline.context as context_module
+    from aoi_pipeline.config import config_from_mapping
+
+    monkeypatch.setattr(context_module.GpuSlots, "detect", lambda: pytest.fail("this machine's GPUs were probed"))
+
+    def slurm_config(**changes):
+        return config_from_mapping({"workspace": str(workspace.root), "platform": "slurm", **changes})
+
+    assert JobDefaults.from_config(slurm_config(gpus="auto", gpus_per_job=2)).gpus == 2
+    assert JobDefaults.from_config(slurm_config(gpus=0)).gpus == 0

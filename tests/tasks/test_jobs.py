@@ -124,3 +124,27 @@ def test_a_docker_run_keeps_the_pools_common_job_variables(tmp_path):
     variables = job_tasks.job_runner(config, None).backend.variables(job)
 
     assert variables["device_requests"][0]["count"] == 1 and f"{tmp_path}:{tmp_path}" in variables["volumes"]
+
+
+def test_on_slurm_the_work_pool_runner_sends_each_job_with_the_configs_slurm_variables(tmp_path):
+    from aoi_pipeline.config import config_from_mapping
+    from aoi_pipeline.jobs.workpool import WorkPoolJobRunner
+
+    workspace = tmp_path / "ws"
+    config = config_from_mapping({"workspace": str(workspace), "platform": "slurm", "slurm": {"partition": "gpu"}})
+
+    runner = job_tasks.job_runner(config, "parent-id").backend
+
+    assert isinstance(runner, WorkPoolJobRunner) and runner.deployment == "tao-job/slurm"
+    assert runner.tags == ("aoi-tao-job", "aoi-parent:parent-id")
+    assert runner.variables(make_job(tmp_path)) == {"gpus": 0, "partition": "gpu"}
+
+
+def test_an_invalid_slurm_section_is_refused_before_any_job_is_sent(tmp_path):
+    from aoi_pipeline.config import config_from_mapping
+    from aoi_pipeline.errors import ConfigError
+
+    data = {"workspace": str(tmp_path), "platform": "slurm", "slurm": {"extra_options": ["--gres=gpu:8"]}}
+
+    with pytest.raises(ConfigError, match="--gres is set by the job variable gpus"):
+        job_tasks.job_runner(config_from_mapping(data), "parent-id")

@@ -48,7 +48,14 @@ def preview_job(config: PipelineConfig, action: str) -> TaoJob:
 
 def pool_job_variables(config: PipelineConfig) -> Callable[[TaoJob], dict[str, Any]] | None:
     """How a run's jobs become job variables where the platform's template has its own (Kubernetes: the same
-    function `render_job` renders with); None: the work pools' common ones (image, GPUs, same-path volumes)."""
+    function `render_job` renders with; Slurm: the config's `slurm` section, refused here when sbatch would
+    reject it); None: the work pools' common ones (image, GPUs, same-path volumes)."""
+    if config.platform == "slurm":
+        from aoi_pipeline.workers.slurm.variables import job_variables as slurm_job_variables
+        from aoi_pipeline.workers.slurm.variables import require_valid_settings
+
+        require_valid_settings(config)
+        return functools.partial(slurm_job_variables, config=config)
     if config.platform != "kubernetes":
         return None
     from aoi_pipeline.workers.kubernetes import job_variables

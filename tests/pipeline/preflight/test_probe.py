@@ -102,3 +102,28 @@ def test_ask_probe_asks_each_image_once_and_only_on_docker() -> None:
     assert docker.gpus == (GpuInfo("X", None),) and docker.runtime_found is None
     assert docker.reachable == (True, "answers")
     assert slurm.gpus is None and slurm.images == {}
+
+
+def test_the_slurm_check_asks_for_the_jobs_partition_gpus_and_time_limit(fake_bin: Path) -> None:
+    from aoi_pipeline.config import config_from_mapping
+
+    def reachable(gpus: int = 1, **slurm: str) -> tuple[bool, str]:
+        data = {"workspace": "/ws", "platform": "slurm", "gpus": gpus, "slurm": slurm or None}
+        environ = {"PATH": str(fake_bin), "SLURM_PARTITION": "gpu", "SLURM_TIME_HOURS": "1"}
+        return HostProbe(environ, config=config_from_mapping(data)).platform_reachable("slurm")
+
+    assert reachable(gpus=0, partition="cpu")[0]
+    ok, seen = reachable(partition="cpu")
+    assert not ok and "its nodes offer gpu:0 per node but a job asks for 1 GPU(s)" in seen
+    ok, seen = reachable(time_limit="08:00:00")
+    assert not ok and "time limit 08:00:00 exceeds the partition's maximum of 240 min" in seen
+    # Without a slurm section: SLURM_PARTITION and SLURM_TIME_HOURS, as the reference reads them.
+    assert reachable() == (True, "partition gpu: 2 node(s), gpu:8 per node, max 240 min")
+
+
+def test_over_ssh_the_slurm_check_asks_the_login_node_and_says_which_failed(fake_bin: Path) -> None:
+    environ = {"PATH": str(fake_bin), "SLURM_HOSTNAME": "login1.invalid", "SLURM_USER": "me"}
+
+    ok, seen = HostProbe(environ, timeout_s=5).platform_reachable("slurm")
+
+    assert not ok and "no Slurm login node answered over ssh" in seen and "me@login1.invalid" in seen

@@ -124,6 +124,7 @@ def _check(
     found += Findings.of(check_runtime(config.runtime, answers.runtime_found))
     found += Findings.of(check_publish_bucket(config, answers.bucket))
     found += Findings.of(check_credentials(config, env)) + check_images(answers.images, env)
+    found += Findings.of(check_platform_settings(config))
     resuming = layout.root.exists()
     measured = measured_minutes(config.resolved_results_root, layout.root.name, config)
     facts = PlanFacts(config, env, workspace, layout, resuming, answers, base, data, contract, spaces, gpus, measured)

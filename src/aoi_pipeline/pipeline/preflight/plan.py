@@ -146,7 +146,7 @@ def gpu_lines(facts: PlanFacts) -> list[str]:
 
 
 def credential_lines(facts: PlanFacts) -> list[str]:
-    needs = credential_needs(facts.config)
+    needs = credential_needs(facts.config, facts.environ)
     if not needs:
         return [f"- None needed for platform {facts.config.platform}."]
     rows = [(name, need, credential_status(facts.environ, name)) for name, need in needs.items()]
@@ -168,6 +168,8 @@ def image_lines(facts: PlanFacts) -> list[str]:
             "",
             *table(("job", "image", "status"), rows),
         ]
+    if platform == "slurm" and (facts.config.slurm is None or facts.config.slurm.runner in (None, "none")):
+        return ["Platform slurm runs jobs in the nodes' Python environment (runner none): no image is used."]
     if platform != "docker":
         rows = [(role, uri, f"pulled by the {platform} nodes (not checked from here)") for role, uri in used.items()]
         return table(("job", "image", "status"), rows)
@@ -416,8 +418,9 @@ _AUTOML_KEYS_HASHED_WHEN_SET = {"pruner": "none", "pruner_warmup_epochs": 1, "ma
 def build_plan(facts: PlanFacts) -> dict[str, Any]:
     """What an approval approves. The run name is left out so a re-run of the same plan keeps its hash."""
     config = facts.config
-    # Publishing is approved with the plan when configured; a run that publishes nothing keeps its hash.
-    exclude = {"publish"} if config.publish is None else None
+    # Publishing and the Slurm settings are approved with the plan when configured; a run without them keeps
+    # its hash.
+    exclude = {key for key in ("publish", "slurm") if getattr(config, key) is None}
     dumped = config.model_dump(mode="json", exclude=exclude)
     for phase in ("phase1", "phase3"):
         # Pruning and a GPU-hour budget left unset keep the hash of plans approved before they existed.

@@ -14,6 +14,7 @@ plan needs and returns the answers the pure checks read.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import socket
@@ -66,6 +67,28 @@ def platform_check(platform: str) -> Callable[[PlatformCheck], PlatformCheck]:
         return check
 
     return register
+
+
+@dataclass(frozen=True)
+class SlurmJobShape:
+    """What each Slurm job of the run asks for; None: SLURM_PARTITION / SLURM_TIME_HOURS, as the reference."""
+
+    partition: str | None = None
+    gpus: int = 1
+    time_limit: str | None = None
+
+    @classmethod
+    def of(cls, config: PipelineConfig | None) -> SlurmJobShape:
+        """What the config says (the pool's own defaults are not known here); no config: one GPU."""
+        if config is None:
+            return cls()
+        slurm = config.slurm
+        return cls(
+            partition=slurm.partition if slurm else None,
+            # A work pool takes whole GPUs per job (the config refuses a share there).
+            gpus=0 if config.gpus == 0 else math.ceil(config.gpus_per_job),
+            time_limit=slurm.time_limit if slurm else None,
+        )
 
 
 class HostProbe:
@@ -178,25 +201,47 @@ def _kubernetes(host: HostProbe) -> Reachability:
 
 @platform_check("slurm")
 def _slurm(host: HostProbe) -> Reachability:
-    """sinfo answers, SLURM_PARTITION (else the default) exists and is up, offers GPU GRES, and the time limit
-    (SLURM_TIME_HOURS, as the reference's Slurm runtime check reads it) is within the partition's maximum."""
+    """sinfo answers (here, or over ssh on SLURM_HOSTNAME as the worker would submit), the job's partition (else
+    SLURM_PARTITION, else the default) exists and is up, offers the GPUs a job asks for, and the job's time limit
+    (else SLURM_TIME_HOURS, as the reference's Slurm runtime check reads it) is within the partition's maximum."""
     from aoi_pipeline.workers.slurm.cluster import SINFO_ARGS, check_cluster, parse_sinfo
 
-    ok, seen = host.answers(list(SINFO_ARGS), "{}")
-    if not ok:
-        return ok, seen
-    done = host.run([host.which("sinfo") or "sinfo", *SINFO_ARGS[1:]])
+    shape = SlurmJobShape.of(host.config)
+    time_limit = shape.time_limit
     hours = host.environ.get("SLURM_TIME_HOURS")
-    time_limit = None
-    if hours:
+    if time_limit is None and hours:
         try:
             time_limit = str(max(1, round(float(hours) * 60)))
         except ValueError:
             return False, f"SLURM_TIME_HOURS={hours!r} is not a number of hours"
-    partitions = parse_sinfo(done.stdout if done is not None else "")
-    return check_cluster(
-        partitions, partition=host.environ.get("SLURM_PARTITION") or None, gpus=1, time_limit=time_limit
-    )
+    if host.environ.get("SLURM_HOSTNAME"):
+        ok, text = _sinfo_over_ssh(host)
+        if not ok:
+            return ok, text
+    else:
+        ok, seen = host.answers(list(SINFO_ARGS), "{}")
+        if not ok:
+            return ok, seen
+        done = host.run([host.which("sinfo") or "sinfo", *SINFO_ARGS[1:]])
+        text = done.stdout if done is not None else ""
+    partition = shape.partition or host.environ.get("SLURM_PARTITION") or None
+    return check_cluster(parse_sinfo(text), partition=partition, gpus=shape.gpus, time_limit=time_limit)
+
+
+def _sinfo_over_ssh(host: HostProbe) -> Reachability:
+    """(True, sinfo's output) from the first login node of SLURM_HOSTNAME that answers, else (False, why)."""
+    from aoi_pipeline.workers.slurm.cluster import SINFO_ARGS
+    from aoi_pipeline.workers.slurm.login import login_from_environment
+    from aoi_pipeline.workers.slurm.shell import open_shell
+
+    try:
+        with open_shell(login_from_environment(host.environ), probe_timeout=host.timeout_s) as shell:
+            done = shell.run(list(SINFO_ARGS), timeout=host.timeout_s)
+    except (ConnectionError, OSError, subprocess.SubprocessError) as error:
+        return False, str(error)
+    if done.returncode != 0:
+        return False, f"sinfo on {shell.where} failed (exit code {done.returncode}): {done.stderr.strip()[:200]}"
+    return True, done.stdout
 
 
 @dataclass

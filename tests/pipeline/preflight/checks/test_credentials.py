@@ -7,18 +7,14 @@ from pathlib import Path
 from aoi_pipeline.pipeline.preflight.checks.credentials import credential_status
 
 
-def test_unset_required_slurm_credentials_are_blockers(ws: Path, preflight, read) -> None:
-    report = preflight(ws, platform="slurm", environ={"SLURM_USER": "me"})
+def test_over_ssh_unset_slurm_credentials_are_blockers(ws: Path, preflight, read) -> None:
+    report = preflight(ws, platform="slurm", environ={"SLURM_HOSTNAME": "login1"})
 
     names = {problem.where for problem in report.blockers if "environment variable" in problem.where}
-    assert names == {
-        "environment variable SLURM_HOSTNAME",
-        "environment variable SLURM_PARTITION",
-        "environment variables SSH_KEY_PATH / SSH_AUTH_SOCK",
-    }
+    assert names == {"environment variable SLURM_USER", "environment variables SSH_KEY_PATH / SSH_AUTH_SOCK"}
     read.assert_actionable(report.blockers)
-    assert "| SLURM_USER | required by platform slurm | SET |" in read.section(report, 2)
-    assert "| SLURM_HOSTNAME | required by platform slurm | UNSET |" in read.section(report, 2)
+    assert "| SLURM_HOSTNAME | required by platform slurm | SET |" in read.section(report, 2)
+    assert "| SLURM_USER | required by platform slurm | UNSET |" in read.section(report, 2)
 
 
 def test_one_ssh_identity_satisfies_the_slurm_group(ws: Path, preflight) -> None:
@@ -32,6 +28,14 @@ def test_one_ssh_identity_satisfies_the_slurm_group(ws: Path, preflight) -> None
     report = preflight(ws, platform="slurm", environ=environ)
 
     assert not [p for p in report.blockers if "environment variable" in p.where]
+
+
+def test_on_a_login_node_slurm_needs_no_variable_and_lists_the_ssh_one_as_optional(ws: Path, preflight, read) -> None:
+    report = preflight(ws, platform="slurm", environ={})
+
+    assert not [p for p in report.blockers if "environment variable" in p.where]
+    assert "| SLURM_HOSTNAME | optional (platform slurm) | UNSET |" in read.section(report, 2)
+    assert "SLURM_USER" not in read.section(report, 2)
 
 
 def test_an_unset_credential_of_the_config_is_a_blocker_and_a_set_one_is_not(ws: Path, preflight) -> None:

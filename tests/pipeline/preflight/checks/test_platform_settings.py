@@ -36,6 +36,35 @@ def test_a_kubernetes_section_is_refused_on_another_platform(ws: Path, make_conf
     assert not read.blockers_at(preflight(ws, platform="kubernetes", kubernetes={"namespace": "aoi"}), "kubernetes")
 
 
+def test_a_slurm_section_is_refused_on_another_platform(ws: Path, preflight, read) -> None:
+    report = preflight(ws, platform="docker", slurm={"partition": "gpu"})
+
+    found = read.blockers_at(report, "pipeline config key slurm")
+    assert found and "platform is 'docker'" in found[0].what and "set platform: slurm" in found[0].fix
+    read.assert_actionable(found)
+    assert not read.blockers_at(preflight(ws, platform="slurm", slurm={"partition": "gpu"}), "config key slurm")
+
+
+def test_images_on_slurm_need_a_container_runner(ws: Path, make_config, read) -> None:
+    images = {"train": "/lustre/aoi.sqsh"}
+
+    problems = check_platform_settings(make_config(ws, platform="slurm", images=images))
+
+    assert [problem.where for problem in problems] == ["pipeline config key images"]
+    assert "runner none" in problems[0].what and "set slurm.runner to pyxis or apptainer" in problems[0].fix
+    read.assert_actionable(problems)
+    assert check_platform_settings(make_config(ws, platform="slurm", images=images, slurm={"runner": "pyxis"})) == []
+    assert check_platform_settings(make_config(ws, platform="slurm")) == []
+
+
+def test_a_slurm_value_sbatch_would_reject_blocks_the_run(ws: Path, preflight, read) -> None:
+    report = preflight(ws, platform="slurm", slurm={"extra_options": ["--time=10"]})
+
+    found = read.blockers_at(report, "pipeline config key slurm.extra_options[0]")
+    assert found and "--time is set by the job variable time_limit" in found[0].what
+    assert found[0].fix == "set time_limit instead"
+
+
 def test_a_platform_that_could_not_be_asked_is_unknown_and_warns_without_blocking(ws: Path, preflight, read) -> None:
     probe = StaticProbe(reachability=(None, "namespace aoi: UNKNOWN (the API server did not answer)"))
 

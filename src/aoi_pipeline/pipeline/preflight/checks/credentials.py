@@ -25,12 +25,24 @@ PLATFORM_CREDENTIALS: Mapping[str, PlatformCredentials] = {
     "local": PlatformCredentials(),
     "docker": PlatformCredentials(optional=("NGC_KEY", "HF_TOKEN")),
     "kubernetes": PlatformCredentials(optional=("KUBECONFIG", "TAO_K8S_CONTEXT", "NGC_KEY", "HF_TOKEN")),
+    # On a login node the Slurm commands run here and need no variable; SLURM_HOSTNAME sends them over ssh.
     "slurm": PlatformCredentials(
-        required=("SLURM_USER", "SLURM_HOSTNAME", "SLURM_PARTITION"),
-        one_of=(("SSH_KEY_PATH", "SSH_AUTH_SOCK"),),
-        optional=("SLURM_ACCOUNT", "NGC_KEY", "HF_TOKEN"),
+        optional=("SLURM_HOSTNAME", "SLURM_PARTITION", "SLURM_ACCOUNT", "NGC_KEY", "HF_TOKEN")
     ),
 }
+# Over ssh (SLURM_HOSTNAME set), the reference's rules: the user and one ssh identity.
+SLURM_OVER_SSH = PlatformCredentials(
+    required=("SLURM_USER", "SLURM_HOSTNAME"),
+    one_of=(("SSH_KEY_PATH", "SSH_AUTH_SOCK"),),
+    optional=("SLURM_PARTITION", "SLURM_ACCOUNT", "NGC_KEY", "HF_TOKEN"),
+)
+
+
+def platform_credentials(platform: str, environ: Mapping[str, str]) -> PlatformCredentials:
+    """The platform's rules; Slurm's depend on whether its commands run here or over ssh."""
+    if platform == "slurm" and credential_status(environ, "SLURM_HOSTNAME") == "SET":
+        return SLURM_OVER_SSH
+    return PLATFORM_CREDENTIALS.get(platform, PlatformCredentials())
 
 
 def credential_status(environ: Mapping[str, str], name: str) -> str:
@@ -38,10 +50,10 @@ def credential_status(environ: Mapping[str, str], name: str) -> str:
     return "SET" if environ.get(name) else "UNSET"
 
 
-def credential_needs(config: PipelineConfig) -> dict[str, str]:
+def credential_needs(config: PipelineConfig, environ: Mapping[str, str]) -> dict[str, str]:
     """Every variable the run may read, with why: the config's own, then the platform's, first reason wins."""
     platform = config.platform
-    rules = PLATFORM_CREDENTIALS.get(platform, PlatformCredentials())
+    rules = platform_credentials(platform, environ)
     needs: dict[str, str] = {}
     for name in config.credentials:
         needs.setdefault(name, "required by the pipeline config (credentials)")
@@ -63,10 +75,10 @@ def check_credentials(config: PipelineConfig, environ: Mapping[str, str]) -> lis
             f"is unset but {need.removeprefix('required by ')} needs it",
             f"export {name} in the environment that runs the pipeline (its value is never shown)",
         )
-        for name, need in credential_needs(config).items()
+        for name, need in credential_needs(config, environ).items()
         if need.startswith("required") and credential_status(environ, name) == "UNSET"
     ]
-    rules = PLATFORM_CREDENTIALS.get(config.platform, PlatformCredentials())
+    rules = platform_credentials(config.platform, environ)
     for group in rules.one_of:
         if all(credential_status(environ, name) == "UNSET" for name in group):
             blockers.append(

@@ -2,7 +2,10 @@
 
 On Kubernetes a job sees only the workspace volume, mounted at the workspace's path, so the results root must
 lie inside the workspace; the run's GPU total is the work pool's concurrency limit, not `gpus` (only `auto` or
-0, CPU jobs, mean something there). The `kubernetes` section only shapes Jobs of platform kubernetes.
+0, CPU jobs, mean something there). The `kubernetes` section only shapes Jobs of platform kubernetes, the
+`slurm` section only batch jobs of platform slurm. On Slurm, `images` mean something only with a container
+runner (pyxis, apptainer), and the `slurm` section's values must be what sbatch accepts (the worker's own
+checks, run here so a bad value stops the run before approval rather than at its first job).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from aoi_pipeline.config import KubernetesSettings, PipelineConfig
+from aoi_pipeline.config import Images, KubernetesSettings, PipelineConfig
 from aoi_pipeline.errors import Problem
 
 
@@ -28,16 +31,52 @@ def kubernetes_environment_warnings(config: PipelineConfig, environ: Mapping[str
 
 def check_platform_settings(config: PipelineConfig) -> list[Problem]:
     """Blockers for settings the config's platform would not honour."""
-    if config.platform != "kubernetes":
-        if config.kubernetes != KubernetesSettings():
-            return [
-                Problem(
-                    "pipeline config key kubernetes",
-                    f"is set, but platform is {config.platform!r}: only Kubernetes Jobs use it",
-                    "remove the kubernetes section, or set platform: kubernetes",
-                )
-            ]
-        return []
+    problems = _other_platforms_sections(config)
+    if config.platform == "kubernetes":
+        problems += _kubernetes_problems(config)
+    elif config.platform == "slurm":
+        problems += _slurm_problems(config)
+    return problems
+
+
+def _other_platforms_sections(config: PipelineConfig) -> list[Problem]:
+    problems = []
+    if config.platform != "kubernetes" and config.kubernetes != KubernetesSettings():
+        problems.append(
+            Problem(
+                "pipeline config key kubernetes",
+                f"is set, but platform is {config.platform!r}: only Kubernetes Jobs use it",
+                "remove the kubernetes section, or set platform: kubernetes",
+            )
+        )
+    if config.platform != "slurm" and config.slurm is not None:
+        problems.append(
+            Problem(
+                "pipeline config key slurm",
+                f"is set, but platform is {config.platform!r}: only Slurm batch jobs use it",
+                "remove the slurm section, or set platform: slurm",
+            )
+        )
+    return problems
+
+
+def _slurm_problems(config: PipelineConfig) -> list[Problem]:
+    from aoi_pipeline.workers.slurm.variables import settings_problems
+
+    problems = []
+    runner = config.slurm.runner if config.slurm is not None else None
+    if runner in (None, "none") and config.images != Images():
+        problems.append(
+            Problem(
+                "pipeline config key images",
+                "is set, but on Slurm with runner none the jobs run in the nodes' Python environment, in no image",
+                "remove images, or set slurm.runner to pyxis or apptainer",
+            )
+        )
+    return problems + settings_problems(config)
+
+
+def _kubernetes_problems(config: PipelineConfig) -> list[Problem]:
     problems = []
     root = Path(os.path.abspath(config.resolved_results_root))
     workspace = Path(os.path.abspath(config.workspace))

@@ -22,26 +22,14 @@ from typing import Any
 
 import pytest
 
+from .conftest import slurm_answers
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FAKE_RUNTIME = REPO / "tests" / "fake_runtime.py"
 POOL = "gpu-slurm-test"
 DEPLOYMENT = "tao-job/slurm-test"
-
-
-def _slurm_answers() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    done = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, check=False)
-    states = set(done.stdout.split())
-    return done.returncode == 0 and bool(states) and states <= {"idle", "mix", "alloc"}
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> None:
-    if not _slurm_answers():
-        pytest.skip("no Slurm cluster answers here: start it with `bash .ci/services.sh start slurm`")
 
 
 def _pool_template(log_dir: Path, fakebin: Path) -> dict[str, Any]:
@@ -269,7 +257,7 @@ def test_a_node_set_down_under_a_running_job_crashes_the_run(slurm_worker: str) 
     finally:
         subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"], check=False)
         deadline = time.monotonic() + 60
-        while not _slurm_answers() and time.monotonic() < deadline:
+        while not slurm_answers() and time.monotonic() < deadline:
             time.sleep(0.5)
     assert run.state.is_crashed(), run.state
     assert "NODE_FAIL" in run.state.message
