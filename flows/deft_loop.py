@@ -23,7 +23,7 @@ from tasks.deft import (
     start_progress,
     update_progress,
 )
-from tasks.phases import evaluate, finalize_phase2, train_baseline
+from tasks.phases import confirm_candidate, evaluate, finalize_phase2, train_baseline
 
 
 @flow(name="deft-loop", flow_run_name="phase2-deft", validate_parameters=False)
@@ -43,6 +43,7 @@ def deft_loop(ctx: RunContext, base_spec: Spec) -> str:
                     publish_iteration_summary(ctx, label)
                     report_phase2_progress(ctx)
             elif stage == LoopStep.FINALIZE:
+                confirm_candidate(ctx)
                 finalize_phase2(ctx.layout, label, stop_reason(ctx, label))
             else:
                 deft_stage(ctx, label, stage)

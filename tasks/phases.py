@@ -19,7 +19,7 @@ from aoi_pipeline.core.run_report import RUN_REPORT_FILE
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.stages import BASELINE, Stage
 from aoi_pipeline.core.state import read_state
-from aoi_pipeline.pipeline import handoff, phases, run_steps
+from aoi_pipeline.pipeline import handoff, phases, run_steps, seed_runs
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
 from aoi_pipeline.pipeline.hard_stop import stage_failures_recorded
@@ -106,6 +106,13 @@ def evaluate(ctx: RunContext, label: str) -> None:
     with stage_failures_recorded(ctx.layout.root, label, Stage.EVALUATE):
         evaluation = evaluate_and_commit(ctx, label)
     get_run_logger().info(evaluation.summary(ctx.contract))
+
+
+@task(name="confirm-seeds", cache_policy=NONE)
+def confirm_candidate(ctx: RunContext) -> None:
+    confirmation = seed_runs.confirm_final_candidate(ctx)
+    if confirmation is not None:
+        get_run_logger().info(f"confirm seeds: {confirmation.to_dict()}")
 
 
 @task(name="finalize-phase2", cache_policy=NONE)

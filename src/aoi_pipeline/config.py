@@ -141,6 +141,23 @@ class DeftSettings(_Strict):
     top_k_per_target: Annotated[int, Field(ge=1, le=10000, strict=True)] = 5
     min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.9
     num_sdg: Annotated[int, Field(ge=0, le=100000, strict=True)] = 20
+    # Share of the KPI set's boards (by board-name hash) that confirm instead of steer; unused when the
+    # workspace names its confirm part in kpi/confirm_set.csv.
+    confirm_share: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    # `confirm_split`: steer on part of the KPI set, judge on the rest (kpi/confirm_set.csv, else a board hash).
+    # `whole_set` steers and judges on the same rows; the report labels every figure as steered on.
+    kpi_split: Literal["confirm_split", "whole_set"] = "confirm_split"
+    # The most of the mining pool the run may take; the loop stops before an iteration that would pass it.
+    max_pool_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
+    # The calibrated mining cut: keep a candidate only when its similarity lies this many standard deviations
+    # above its target's mean similarity to the whole pool (null: only min_similarity and top-k cut).
+    mining_min_z: Annotated[float, Field(ge=0.0, le=100.0)] | None = 2.0
+    # `random`: each iteration also trains a control on the previous set plus as many random pool rows as the
+    # loop added (same recipe, same warm start), scored on the confirm part. Opt-in: it doubles the training.
+    control: Literal["none", "random"] = "none"
+    # Retrainings that confirm the final candidate (mean and spread on the confirm part). 1 = no retraining:
+    # the product's default keeps a run (and the demo) at one training per candidate.
+    confirm_seeds: Annotated[int, Field(ge=1, le=20, strict=True)] = 1
 
 
 class Estimates(_Strict):

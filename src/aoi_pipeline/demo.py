@@ -98,8 +98,8 @@ def default_demo_root(base: Path) -> Path:
     return base / f"demo_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
 
 
-def _kpi(state: dict[str, Any], label: str) -> float | None:
-    result = state["iterations"].get(label, {}).get("metric_result")
+def _kpi(state: dict[str, Any], label: str, key: str = "metric_result") -> float | None:
+    result = state["iterations"].get(label, {}).get(key)
     return float(result["value"]) if isinstance(result, dict) else None
 
 
@@ -110,7 +110,16 @@ def demo_story(run_dir: Path, deliverable: str) -> list[str]:
     iterations = sorted((label for label in state["iterations"] if label.startswith("iter")), key=lambda x: int(x[4:]))
     stages = [(label, _kpi(state, label)) for label in (BASELINE, *iterations, FINAL_AUTOML)]
     measured = [(label, value) for label, value in stages if value is not None]
-    lines = ["KPI FAR at 100 % defect recall: " + " -> ".join(f"{label} {value:.1f} %" for label, value in measured)]
+    split = state.get("kpi_split", {}).get("source") if isinstance(state.get("kpi_split"), dict) else None
+    confirmed = split is not None and split != "whole_kpi_set"
+    part = " on the confirm boards (never steered on)" if confirmed else ""
+    trajectory = " -> ".join(f"{label} {value:.1f} %" for label, value in measured)
+    lines = [f"KPI FAR at 100 % defect recall{part}: {trajectory}"]
+    steer = [(label, _kpi(state, label, "steer_metric_result")) for label, _ in measured]
+    if confirmed and all(value is not None for _, value in steer):
+        lines.append(
+            "Steer boards (what RCA and mining looked at): " + " -> ".join(f"{lab} {v:.1f} %" for lab, v in steer)
+        )
     before, after = _kpi(state, BASELINE), _kpi(state, deliverable)
     if before is not None and after is not None:
         if after < before:

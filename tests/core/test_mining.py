@@ -273,6 +273,8 @@ def test_write_mining_outputs_writes_consistent_evidence_for_the_state_commit(sy
             "similarity_threshold": "0.9",
             "already_mined": "1",
             "excluded_leak": "1",
+            "below_target_cut": "0",
+            "over_pool_budget": "0",
         },
     )
     mined = read_dataset_csv(paths["mining_mined_csv"]).rows

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aoi_pipeline.core.routing import DEFAULT_SDG_TYPES, allocate, route_gaps, write_routing
+from aoi_pipeline.core.routing import DEFAULT_SDG_TYPES, allocate, route_gaps, sdg_costs, write_routing
 from aoi_pipeline.errors import ConfigError, DatasetError
 from aoi_pipeline.synth.defects import DEFECT_TYPES
 
@@ -192,3 +192,44 @@ def test_empty_allocation_is_written_as_an_empty_object(tmp_path: Path) -> None:
     assert json.loads(artifacts.allocation_json.read_text()) == {}
     header, rows = read(artifacts.sdg_gaps_csv)
     assert header == list(COLUMNS) and rows == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The allocation from the RCA's costs
+
+
+def test_a_type_costs_the_far_it_forces_plus_the_recall_it_loses():
+    per_label = {
+        "open": {"total": 50, "missed": 0, "forced_far_pct": 12.0},
+        "spur": {"total": 30, "missed": 2, "forced_far_pct": 0.0},
+        "short": {"total": 20, "missed": 0, "forced_far_pct": 0.0},
+    }
+    # 100 defect rows: two missed spurs lose 2 points of recall.
+    assert sdg_costs(per_label) == {"open": 12.0, "spur": 2.0, "short": 0.0}
+
+
+def test_sdg_goes_to_costly_types_in_proportion_not_to_every_type_with_weak_rows():
+    result = route_gaps(
+        gaps(open=20, spur=20, short=20, PASS=5),
+        pool_labels={"PASS", "open", "spur", "short"},
+        num_sdg=70,
+        type_costs={"open": 12.0, "spur": 2.0, "short": 0.0},
+    )
+    # 12 : 2 of 70 -> 60 : 10; short costs nothing however many weak rows it has.
+    assert result.allocation == {"open": 60, "spur": 10}
+
+
+def test_the_costliest_type_gets_at_least_one_sample():
+    result = route_gaps(
+        gaps(open=5, spur=5),
+        pool_labels={"open", "spur"},
+        num_sdg=1,
+        type_costs={"open": 0.5, "spur": 9.5},
+        target_defects=("open",),
+    )
+    assert result.allocation == {"spur": 1}
+
+
+def test_without_costs_the_allocation_follows_the_weak_rows_as_before():
+    result = route_gaps(gaps(open=30, spur=10), pool_labels={"open", "spur"}, num_sdg=8)
+    assert result.allocation == {"open": 6, "spur": 2}

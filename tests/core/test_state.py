@@ -24,6 +24,7 @@ from aoi_pipeline.core.state import (
     next_stage,
     preseed_baseline,
     read_state,
+    record_run_fact,
     stage_durations,
 )
 from aoi_pipeline.errors import StateError
@@ -445,3 +446,69 @@ def test_the_commit_time_must_be_timezone_aware(make_run, tmp_path: Path) -> Non
             StageCommit("baseline", "train", "ok", "t", 1.0, run.train_fields("baseline")),
             now=datetime(2026, 1, 1),
         )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run facts: recorded once, kept on resume
+
+
+def test_a_run_fact_is_recorded_once_and_survives_a_reread(make_run, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    split = {"source": "board_hash", "steer_boards": ["b1"], "confirm_boards": ["b2"]}
+    record_run_fact(run.rd, "kpi_split", split)
+    assert read_state(run.rd)["kpi_split"] == split
+    assert record_run_fact(run.rd, "kpi_split", dict(split))["kpi_split"] == split  # same value: no-op
+
+
+def test_a_different_run_fact_is_refused_and_the_file_is_unchanged(make_run, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    record_run_fact(run.rd, "kpi_split", {"source": "board_hash", "steer_boards": ["b1"], "confirm_boards": ["b2"]})
+    before = run.path.read_bytes()
+    with pytest.raises(StateError) as raised:
+        record_run_fact(run.rd, "kpi_split", {"source": "board_hash", "steer_boards": ["b2"], "confirm_boards": []})
+    assert "kpi_split" in str(raised.value)
+    assert run.path.read_bytes() == before
+
+
+def test_an_unknown_run_fact_is_refused(make_run, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    with pytest.raises(ValueError):
+        record_run_fact(run.rd, "anything", {"a": 1})
+
+
+def test_a_state_without_run_facts_still_reads_and_commits(make_run, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    state = read_state(run.rd)
+    assert "kpi_split" not in state and "pool_budget" not in state
+    assert next_stage(state).stage == "train"
+
+
+def test_the_pool_budget_stops_the_loop_before_an_iteration_that_would_pass_it(make_run, tmp_path: Path) -> None:
+    run = make_run(tmp_path, max_iterations=5)
+    c = run.commit
+    c("baseline", "train", run.train_fields("baseline"))
+    c("baseline", "evaluate", run.evaluate_fields("baseline", 30.0))
+    c("baseline", "rca", run.rca_fields("baseline"))
+    # 3 rows mined per iteration (mining_fields); 25 % of a 20-row pool allows 5: 3 used + 3 projected > 5.
+    record_run_fact(run.rd, "pool_budget", {"max_pool_share": 0.25, "pool_rows": 20})
+    for stage, fields in (
+        ("routing", run.routing_fields("iter1")),
+        ("anomalygen", run.anomalygen_fields("iter1")),
+        ("data_mining", run.mining_fields("iter1")),
+        ("data_merge", run.merge_fields("iter1")),
+        ("train", run.train_fields("iter1")),
+        ("evaluate", run.evaluate_fields("iter1", 20.0)),
+    ):
+        c("iter1", stage, fields)
+    assert next_stage(read_state(run.rd)) == NextStage("iter1", "finalize")
+    assert "max_iterations at iter1" in str(run.refused("iter1", "loop_stop", run.stop_fields("max_iterations")))
+    c("iter1", "loop_stop", run.stop_fields("pool_budget"))
+    assert read_state(run.rd)["stop_reason"] == "pool_budget"
+
+
+def test_a_pool_budget_stop_is_refused_while_the_next_iteration_fits(make_run, tmp_path: Path) -> None:
+    run = make_run(tmp_path, max_iterations=0)
+    run.baseline(far=30.0, rca=False)
+    record_run_fact(run.rd, "pool_budget", {"max_pool_share": 1.0, "pool_rows": 20})
+    refusal = str(run.refused("baseline", "loop_stop", run.stop_fields("pool_budget")))
+    assert "the next iteration fits the pool budget" in refusal

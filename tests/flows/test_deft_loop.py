@@ -24,8 +24,20 @@ def _loop_config(pipeline_config: Any, workspace: Path, results: Path, **changes
         "kpi_target": "FAR < 0.01% at Recall=100%",
         "phase1": small,
         "phase3": {**small, "enabled": False},
-        "deft": {"max_iterations": 2, "num_epochs": 1, "num_sdg": 6, "top_k_per_target": 3, "min_similarity": 0.0},
+        # Twelve boards and a 112-row pool: too few to judge on half of them or to mine a quarter each
+        # iteration; these tests are about the loop's mechanics.
+        "deft": {
+            "max_iterations": 2,
+            "num_epochs": 1,
+            "num_sdg": 6,
+            "top_k_per_target": 3,
+            "min_similarity": 0.0,
+            "kpi_split": "whole_set",
+            "max_pool_share": 1.0,
+        },
     }
+    if "deft" in changes:
+        changes["deft"] = {"kpi_split": "whole_set", "max_pool_share": 1.0, **changes["deft"]}
     settings.update(changes)
     # DEFT run directories live in the workspace (its training CSVs are workspace-relative).
     return pipeline_config(workspace, workspace / "results", **settings)
@@ -306,3 +318,31 @@ def test_a_workspace_locked_after_the_preflight_is_refused_before_the_run_writes
     finally:
         other.release()
     assert not (results / "run_second").exists()
+
+
+@pytest.mark.timeout(900)  # two more trainings than the other loop tests (the control and one seed)
+def test_the_control_arm_and_the_seed_confirmation_are_recorded(
+    tmp_path: Path, fake_runtime: Path, pipeline_config: Any
+) -> None:
+    from aoi_pipeline.synth.workspace import SynthSpec, write_workspace
+
+    workspace = tmp_path / "workspace"
+    write_workspace(workspace, SynthSpec(boards=12, size=32, seed=3))
+    deft = {"max_iterations": 1, "num_epochs": 1, "num_sdg": 4, "min_similarity": 0.0, "mining_min_z": None}
+    config = _loop_config(
+        pipeline_config, workspace, workspace / "results", deft={**deft, "control": "random", "confirm_seeds": 2}
+    )
+    _run(config, "run_control")
+    state = _state(workspace / "results", "run_control")
+    entry = state["iterations"]["iter1"]
+    control = entry["control_metric_result"]
+    added = len(_rows(entry["combined_training_csv"])) - len(_rows(workspace / "train/base/training_set.csv"))
+    assert control["arm"] == "random" and control["random_rows"] == control["rows_added_by_loop"] == added
+    control_rows = _rows(control["training_csv"])
+    assert len(control_rows) == len(_rows(entry["combined_training_csv"]))
+    assert not any(row["input_path"].startswith("results/") for row in control_rows)  # no synthetic rows
+    confirmation = state["confirm_seeds"]
+    assert len(confirmation["values"]) == 2 and len(set(confirmation["seeds"])) == 2
+    handoff = json.loads((workspace / "results" / "run_control" / "best_model.json").read_text())
+    assert handoff["confirm_seeds"] == confirmation
+    assert handoff["iteration"] == confirmation["deliverable"]

@@ -86,6 +86,8 @@ def make_config(workspace: Workspace, **changes: Any) -> PipelineConfig:
             "num_sdg": 7,
             "top_k_per_target": 4,
             "min_similarity": 0.8,
+            # These workspaces hold a handful of KPI boards; the split has tests of its own.
+            "kpi_split": "whole_set",
         },
         "phase1": {"batch_size": 6},
         "dataset": {"lights": ["SolderLight", "LowAngleLight"], "image_ext": ".bmp"},

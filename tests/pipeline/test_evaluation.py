@@ -119,7 +119,9 @@ def kpi_csv(tmp_path: Path) -> Path:
     return write_kpi_csv(tmp_path / "testing_set.csv")
 
 
-def evaluate(layout: RunLayout, kpi_csv: Path, runner: InferenceRunner, label: str = "baseline"):
+def evaluate(
+    layout: RunLayout, kpi_csv: Path, runner: InferenceRunner, label: str = "baseline", kpi_split: str = "whole_set"
+):
     spec = training_spec(baseline_spec(), results_dir=layout.train_dir(label), num_epochs=3, batch_size=4)
     workspace = dataclasses.replace(Workspace.at(kpi_csv.parent), kpi_csv=kpi_csv, images_dir=kpi_csv.parent / "images")
     ctx = RunContext(
@@ -130,7 +132,7 @@ def evaluate(layout: RunLayout, kpi_csv: Path, runner: InferenceRunner, label: s
         runner=runner,
         dataset=DatasetSettings(),
         images=Images(),
-        deft=DeftSettings(),
+        deft=DeftSettings(kpi_split=kpi_split),
         phase1=AutomlSettings(),
         phase3=AutomlSettings(),
     )

@@ -64,6 +64,8 @@ _KNN_SUMMARY_COLUMNS = (
     "similarity_threshold",
     "already_mined",
     "excluded_leak",
+    "below_target_cut",
+    "over_pool_budget",
 )
 _CANDIDATE_COLUMNS = ("pool_row", "pool_filepath", "label", "target_row", "similarity", "decision")
 
@@ -84,8 +86,8 @@ class Candidate:
 class Selection:
     """The candidates kept for training and how many each rule removed.
 
-    candidate_count = len(kept) + rejected_by_similarity + already_mined + excluded_leak. `decisions` holds
-    every candidate with its outcome (KEPT, BELOW_MIN_SIMILARITY, ALREADY_MINED, EXCLUDED_LEAK), best first.
+    candidate_count = len(kept) + rejected_by_similarity + already_mined + excluded_leak + below_target_cut +
+    over_pool_budget. `decisions` holds every candidate with its outcome, best first.
     """
 
     kept: tuple[Candidate, ...]
@@ -95,6 +97,9 @@ class Selection:
     excluded_leak: int
     similarity_threshold: float
     decisions: tuple[tuple[Candidate, str], ...] = field(default=(), repr=False)
+    # Removed after `select` by `core.mining_cut`: the per-target calibrated floor and the pool budget.
+    below_target_cut: int = 0
+    over_pool_budget: int = 0
 
 
 def pool_keys(pool: ResolvedPool) -> tuple[str, ...]:
@@ -426,6 +431,8 @@ def _knn_summary_row(selection: Selection) -> dict[str, str]:
         "similarity_threshold": repr(selection.similarity_threshold),
         "already_mined": str(selection.already_mined),
         "excluded_leak": str(selection.excluded_leak),
+        "below_target_cut": str(selection.below_target_cut),
+        "over_pool_budget": str(selection.over_pool_budget),
     }
 
 
@@ -459,6 +466,8 @@ def history_summary(run: MiningRun, selection: Selection, *, history_count_befor
         "already_mined_count": selection.already_mined,
         "historical_candidate_rate": round(rate, 6),
         "excluded_leak_count": selection.excluded_leak,
+        "below_target_cut_count": selection.below_target_cut,
+        "over_pool_budget_count": selection.over_pool_budget,
         "selected_count": len(selection.kept),
         "cumulative_unique_count": history_count_before + len(selection.kept),
         "ledger": str(ledger),
@@ -487,6 +496,8 @@ def _knn_log(run: MiningRun, pool: ResolvedPool, selection: Selection, summary: 
         f"below min_similarity {selection.similarity_threshold}: {selection.rejected_by_similarity}",
         f"already mined by earlier iterations: {selection.already_mined}",
         f"excluded as validation/KPI samples: {selection.excluded_leak}",
+        f"below their target's calibrated floor: {selection.below_target_cut}",
+        f"over the pool budget: {selection.over_pool_budget}",
         f"kept: {len(selection.kept)}",
         f"cumulative unique mined after this iteration: {summary['cumulative_unique_count']}",
     ]

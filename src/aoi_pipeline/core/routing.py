@@ -4,9 +4,10 @@ A weak row goes to mining when its label exists in the mining pool (PASS false a
 images teach the model what normal looks like) and to SDG when its label is a type the synthesizer paints
 (never PASS). Labels are compared case-insensitively in their normalised form; the rows keep their original
 spelling. The reference computes a per-type allocation and then lets SDG generate a uniform one; here the
-allocation is the product: `num_sdg` is split over the routed SDG types in proportion to their weak rows
-(largest remainder, ties to the earlier target type, the top target type gets at least one), sums exactly to
-`num_sdg`, and is what SDG must generate. A routing that sends nothing anywhere is a hard stop.
+allocation is the product: `num_sdg` is split over the routed SDG types in proportion to their cost at the
+RCA's threshold (`sdg_costs`: the FAR a type forces plus the recall it loses; a type costing nothing gets
+none), or to their weak rows when no costs are given (largest remainder, the costliest type gets at least
+one), sums exactly to `num_sdg`, and is what SDG must generate. A routing that sends nothing anywhere is a hard stop.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def route_gaps(
     sdg_types: Iterable[str] = DEFAULT_SDG_TYPES,
     num_sdg: int,
     target_defects: Sequence[str] = (),
+    type_costs: Mapping[str, float] | None = None,
     source: str = "RCA gaps table",
 ) -> RoutingResult:
     """Route every weak row to mining and/or SDG and allocate `num_sdg` over the routed SDG types.
@@ -106,7 +108,19 @@ def route_gaps(
             f"routing dropped every weak sample; dropped labels: {named}",
             "add real images of these labels to the mining pool, or let SDG paint their types",
         )
-    sdg_weights = {label: count for label, count in weak_rows.items() if label in synthesizable}
+    if type_costs is None:
+        sdg_weights = {label: count for label, count in weak_rows.items() if label in synthesizable}
+    else:
+        # In proportion to the cost of each type (micro-points, so `allocate` stays in exact integers);
+        # a type that costs nothing gets no synthetic sample however many weak rows it has.
+        costs = {normalize_label(label): cost for label, cost in type_costs.items()}
+        sdg_weights = {
+            label: round(costs[label] * 1_000_000)
+            for label in weak_rows
+            if label in synthesizable and round(costs.get(label, 0.0) * 1_000_000) > 0
+        }
+        targets = tuple(sorted(sdg_weights, key=lambda label: (-sdg_weights[label], label))) + targets
+        targets = tuple(dict.fromkeys(targets))
     counts = allocate(num_sdg, sdg_weights, priority=targets)
     routes = tuple(
         Route(label, weak_rows[label], label in pool, label in synthesizable, counts.get(label, 0))
@@ -122,6 +136,22 @@ def route_gaps(
         num_sdg=num_sdg,
         target_defects=targets,
     )
+
+
+def sdg_costs(per_label: Mapping[str, Mapping[str, object]]) -> dict[str, float]:
+    """What each defect type costs the model at the RCA's threshold, in points of error rate: the FAR it forces
+    on its own (`forced_far_pct`) plus the recall it loses (its missed rows, per hundred defect rows).
+
+    `per_label` is the RCA's `metrics.json` `per_label` block. Types that are neither missed nor force the
+    threshold down cost 0 and get no synthetic samples.
+    """
+    defects = sum(int(gap.get("total", 0) or 0) for gap in per_label.values())  # type: ignore[call-overload]
+    costs = {}
+    for label, gap in per_label.items():
+        missed = int(gap.get("missed", 0) or 0)  # type: ignore[call-overload]
+        forced = float(gap.get("forced_far_pct", 0.0) or 0.0)  # type: ignore[arg-type]
+        costs[normalize_label(label)] = forced + (100.0 * missed / defects if defects else 0.0)
+    return costs
 
 
 def _route_order(label: str, weak_rows: Mapping[str, int], targets: Sequence[str]) -> tuple[int, int, str]:
@@ -232,8 +262,9 @@ def routing_report(result: RoutingResult) -> str:
         "",
         "## SDG allocation",
         "",
-        "The budget is split over the routed SDG types in proportion to their weak rows (largest remainder; "
-        "the top target type gets at least one). SDG generates exactly this allocation.",
+        "The budget is split over the routed SDG types in proportion to their cost at the RCA's threshold "
+        "(forced FAR plus lost recall; without costs, their weak rows), largest remainder, the top type gets "
+        "at least one. SDG generates exactly this allocation.",
         "",
         *(
             [f"- {label}: {count}" for label, count in result.allocation.items()]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aoi_pipeline.core import pool_budget
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_result import check_result
 from aoi_pipeline.core.stages import BASELINE, FINAL_AUTOML, PHASE1_SOURCE, STOP_REASONS, Stage, iteration_number
@@ -31,7 +32,10 @@ _PLACEHOLDER_LOG_TEXT = frozenset({"", "placeholder", "recorded", "todo", "n/a",
 STAGE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # stage: (required, optional)
     Stage.TRAIN: (("best_ckpt_path", "training_spec"), ("best_ckpt_kind", "val_loss", "train_metric", "source")),
-    Stage.EVALUATE: (("metric_result", "best_ckpt_path", "inference_csv"), ("training_spec", "threshold")),
+    Stage.EVALUATE: (
+        ("metric_result", "best_ckpt_path", "inference_csv"),
+        ("training_spec", "threshold", "steer_inference_csv", "steer_metric_result", "control_metric_result"),
+    ),
     Stage.RCA: (("rca_gaps_csv",), ("rca_threshold", "rca_target_defects")),
     Stage.ROUTING: (("routing_mining_csv", "routing_anomalygen_csv"), ()),
     Stage.ANOMALYGEN: (("anomalygen_sdg_csv", "anomalygen_allocation_json"), ()),
@@ -182,6 +186,21 @@ def _check_evaluate(
         "failed_constraints": list(result.failed_constraints),
     }
     extra: dict[str, Any] = {"metric_result": recorded_result}
+    if "steer_metric_result" in fields:
+        steer, steer_problems = _read_json_object(f"{where}: steer_metric_result", fields["steer_metric_result"])
+        if steer_problems:
+            return {}, steer_problems
+        # The steer part's figure is shown beside the confirm figure, labelled; it never decides anything.
+        extra["steer_metric_result"] = {**steer, "evidence_path": fields["steer_metric_result"]}
+    if "control_metric_result" in fields:
+        at = f"{where}: control_metric_result"
+        control, control_problems = _read_json_object(at, fields["control_metric_result"])
+        if not control_problems and not isinstance(control.get("value"), int | float):
+            control_problems = [Problem(at, "holds no numeric value", "re-run the iteration's evaluation")]
+        if control_problems:
+            return {}, control_problems
+        # The control arm (same previous set + as many random pool rows): shown beside the loop, never picked.
+        extra["control_metric_result"] = {**control, "evidence_path": fields["control_metric_result"]}
     if threshold is not None:
         extra["threshold"] = threshold
     if contract_data.get("name") == "far_pct":
@@ -267,6 +286,14 @@ def _check_loop_stop(
                 f"{where}: stop_reason",
                 f"metric_met, but {label}'s result did not pass",
                 "use max_iterations",
+            )
+        )
+    if reason == "pool_budget" and (passed or not pool_budget.stops_loop(state)):
+        problems.append(
+            Problem(
+                f"{where}: stop_reason",
+                f"pool_budget, but {label} passed or the next iteration fits the pool budget",
+                "use metric_met, or run the next iteration",
             )
         )
     if reason == "max_iterations":

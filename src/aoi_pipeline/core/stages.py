@@ -35,7 +35,7 @@ class LoopStep(StrEnum):
 STAGES = tuple(Stage)
 # Stages that may commit `skipped` (nothing to generate or mine) instead of running.
 SKIPPABLE_STAGES = (Stage.ANOMALYGEN, Stage.DATA_MINING)
-STOP_REASONS = ("metric_met", "max_iterations")
+STOP_REASONS = ("metric_met", "max_iterations", "pool_budget")
 
 BASELINE = "baseline"
 FINAL_AUTOML = "final_automl"

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from aoi_pipeline.core import pool_budget
 from aoi_pipeline.core.files import atomic_write_text, directory_flock, json_text
 from aoi_pipeline.core.stage_artifacts import stage_record
 from aoi_pipeline.core.stages import (
@@ -51,6 +52,8 @@ from aoi_pipeline.core.state_entries import iteration_entry, normalise_legacy_ke
 from aoi_pipeline.errors import Problem, StateError
 
 STATE_FILE = "deft_state.json"
+# Top-level facts a run records once and keeps for its whole life (absent in states of older releases).
+RUN_FACTS = ("kpi_split", "pool_budget", "confirm_seeds")
 # §5.6: the stage after the one last completed under a label (evaluate and rca are decided separately).
 _FOLLOWS = {
     Stage.TRAIN: Stage.EVALUATE,
@@ -189,6 +192,8 @@ def next_stage(state: Mapping[str, Any]) -> NextStage:
         passed = entry.passed
         # With a budget of 0 iterations the baseline is the final candidate (the reference needs >= 1).
         budget_spent = current >= state["max_iterations"] and (label != BASELINE or state["max_iterations"] == 0)
+        # The pool budget ends the loop before an iteration that would take more of the pool than allowed.
+        budget_spent = budget_spent or (label != BASELINE and pool_budget.stops_loop(state))
         return NextStage(label, LoopStep.FINALIZE if passed or budget_spent else Stage.RCA)
     if completed == Stage.RCA:
         return NextStage(f"iter{current + 1}", Stage.ROUTING)
@@ -275,7 +280,35 @@ def preseed_baseline(
     return commit_stage(results_dir, commit, now=now)
 
 
-# ---------------------------------------------------------------------------------------------------------
+def record_run_fact(results_dir: Path, key: str, value: Mapping[str, Any]) -> dict[str, Any]:
+    """Record a fact the whole run keeps (the KPI split, the pool budget) at the top level of the state.
+
+    Written once, under the state's lock, in one atomic replace; recording the same value again is a no-op,
+    a different one is refused (a resumed run must score on the boards and budget it started with).
+    """
+    results_dir = Path(os.path.abspath(results_dir))
+    path = state_path(results_dir)
+    if key not in RUN_FACTS:
+        raise ValueError(f"{key!r} is not a run fact; use one of {RUN_FACTS}")
+    if not is_json(value):
+        raise StateError.at(f"{path}: {key}", "holds values JSON cannot store", "pass text, numbers, lists")
+    with directory_flock(results_dir):
+        state = read_state(results_dir)
+        copied = _json_copy(value)
+        if key in state:
+            if state[key] != copied:
+                raise StateError.at(
+                    f"{path}: {key}",
+                    "is already recorded with a different value",
+                    "resume with the value the run started with, or start a fresh run",
+                )
+            return state
+        updated = copy.deepcopy(state)
+        updated[key] = copied
+        atomic_write_text(path, json_text(updated))
+    return updated
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Checks of a commit: the commit itself and its place in the stage order
 

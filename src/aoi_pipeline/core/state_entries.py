@@ -85,7 +85,10 @@ class IterationEntry:
     best_ckpt_kind: str | None = None
     training_spec: str | None = None
     inference_csv: str | None = None
+    steer_inference_csv: str | None = None
     metric_result: RecordedResult | None = None
+    steer_metric_result: RecordedResult | None = None
+    control_metric_result: RecordedResult | None = None
     threshold: float | None = None
     far_pct: float | None = None
     rca_gaps_csv: str | None = None
@@ -111,6 +114,8 @@ class IterationEntry:
         return cls(
             label=label,
             metric_result=RecordedResult.of(entry.get("metric_result")),
+            steer_metric_result=RecordedResult.of(entry.get("steer_metric_result")),
+            control_metric_result=RecordedResult.of(entry.get("control_metric_result")),
             threshold=_finite(entry.get("threshold")),
             far_pct=_finite(entry.get("far_pct")),
             rca_threshold=_finite(entry.get("rca_threshold")),

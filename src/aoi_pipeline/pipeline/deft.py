@@ -16,19 +16,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.core import assembly, merge_validation, mining, mining_knn, mining_ledger, rca, routing, sdg_ingest
+from aoi_pipeline.core import (
+    assembly,
+    merge_validation,
+    mining,
+    mining_cut,
+    mining_knn,
+    mining_ledger,
+    pool_budget,
+    rca,
+    routing,
+    sdg_ingest,
+)
 from aoi_pipeline.core.dataset import DatasetCsv, read_dataset_csv, write_dataset_csv
 from aoi_pipeline.core.leakage import CsvInRoot
 from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
 from aoi_pipeline.core.stages import BASELINE, LoopStep, Stage, iteration_number, previous_label
-from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state
+from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state, record_run_fact
 from aoi_pipeline.core.state_entries import IterationEntry, iteration_entries, iteration_entry
 from aoi_pipeline.errors import DatasetError, StateError
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.hard_stop import record_stage_failure
 from aoi_pipeline.pipeline.job_runner import require_success, set_aside
+from aoi_pipeline.pipeline.kpi_parts import protected_kpi
 from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
 from aoi_pipeline.pipeline.run_steps import trained_checkpoint_fields
 from aoi_pipeline.pipeline.study import trial_counts
@@ -69,10 +81,14 @@ def _entry(ctx: RunContext, label: str) -> IterationEntry:
 
 
 def run_rca(ctx: RunContext, label: str) -> dict:
-    """Gap analysis of `label`'s winning KPI inference; feeds the next iteration's routing."""
+    """Gap analysis of `label`'s winning KPI inference on the steer part; feeds the next iteration's routing.
+
+    The confirm part is never analysed: what the loop steers on must not be what it is judged on. A run from
+    before the split (no steer CSV recorded) analyses the whole KPI inference, as it always did.
+    """
     started = time.monotonic()
     entry = _entry(ctx, label)
-    rows = _read_rows(entry.artifact("inference_csv"))
+    rows = _read_rows(entry.artifact("steer_inference_csv" if entry.steer_inference_csv else "inference_csv"))
     result = rca.analyse_gaps(rows, recall_pct=ctx.recall_pct)
     out = fresh_dir(ctx.layout.iteration_dir(label) / "rca_results")
     artifacts = rca.write_rca(
@@ -114,11 +130,16 @@ def run_routing(ctx: RunContext, label: str) -> dict:
     gaps = _read_rows(analysed.artifact("rca_gaps_csv"))
     targets = list(analysed.rca_target_defects)
     pool = resolved_pool(ctx)
+    budget = pool_budget.PoolBudget(ctx.deft.max_pool_share, len(pool.rows))
+    record_run_fact(ctx.layout.root, "pool_budget", budget.to_dict())
+    metrics = analysed.artifact("rca_gaps_csv").parent / rca.METRICS_JSON
+    per_label = json.loads(metrics.read_text(encoding="utf-8")).get("per_label", {}) if metrics.exists() else None
     result = routing.route_gaps(
         gaps,
         pool_labels={row["label"] for row in pool.rows},
         num_sdg=ctx.deft.num_sdg,
         target_defects=targets,
+        type_costs=routing.sdg_costs(per_label) if per_label is not None else None,
     )
     out = fresh_dir(ctx.layout.iteration_dir(label) / "routing_results")
     artifacts = routing.write_routing(result, out)
@@ -238,7 +259,7 @@ def _select_mined(
     images = ctx.workspace.images_dir
     protected = [
         CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
-        CsvInRoot(read_dataset_csv(ctx.workspace.kpi_csv), images),
+        protected_kpi(ctx),
     ]
     excluded = mining.leak_exclusions(
         pool,
@@ -256,6 +277,16 @@ def _select_mined(
         history=ledger.mined_keys(before_iteration=number),
         pool_keys=mining.pool_keys(pool),
     )
+
+
+def _cut(ctx: RunContext, selection: Any, targets: Any, pool: Any) -> tuple[Any, mining_cut.CutCounts]:
+    """The calibrated per-target cut (`deft.mining_min_z`) and the pool budget's limit on kept rows."""
+    floors = None
+    if ctx.deft.mining_min_z is not None:
+        mean, std = mining_cut.pool_similarity_moments(targets, pool, chunk_rows=16384)
+        floors = mining_cut.target_floors(mean, std, ctx.deft.mining_min_z)
+    left = pool_budget.rows_left(read_state(ctx.layout.root))
+    return mining_cut.apply_cuts(selection, floors=floors, max_kept=left, min_z=ctx.deft.mining_min_z)
 
 
 def run_mining(ctx: RunContext, label: str) -> dict:
@@ -277,6 +308,9 @@ def run_mining(ctx: RunContext, label: str) -> dict:
     indices, sims = mining_knn.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
     timings["knn"] = time.monotonic() - clock
     selection = _select_mined(ctx, pool, indices, sims, ledger, number)
+    clock = time.monotonic()
+    selection, cuts = _cut(ctx, selection, target_vectors.vectors, pool_vectors.vectors)
+    timings["calibrated_cut"] = time.monotonic() - clock
     rows = mining.mined_rows(pool, selection)
     run = mining.MiningRun(
         iteration=number,
@@ -292,7 +326,7 @@ def run_mining(ctx: RunContext, label: str) -> dict:
     summary = (
         f"Mining: mined={len(rows)} pool images for {len(targets)} targets "
         f"(similarity cut {selection.similarity_threshold} removed {selection.rejected_by_similarity}, "
-        f"already mined {selection.already_mined}, leak-excluded {selection.excluded_leak})"
+        f"already mined {selection.already_mined}, leak-excluded {selection.excluded_leak}; {cuts.text()})"
     )
     fields = {
         **{name: str(path) for name, path in outputs.items()},
@@ -373,7 +407,7 @@ def run_merge(ctx: RunContext, label: str) -> dict:
         combined,
         workspace_root=ctx.workspace.root,
         validation=CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
-        kpi=CsvInRoot(read_dataset_csv(ctx.workspace.kpi_csv), images),
+        kpi=protected_kpi(ctx),
         lights=ctx.dataset.lights,
         image_ext=ctx.image_ext,
         report_json=report,
@@ -525,7 +559,13 @@ def next_step(ctx: RunContext) -> tuple[str, str]:
 
 
 def stop_reason(ctx: RunContext, label: str) -> str:
-    return "metric_met" if _entry(ctx, label).passed else "max_iterations"
+    """Why the loop stops at `label`: the contract met, the iteration budget spent, else the pool budget."""
+    state = read_state(ctx.layout.root)
+    if iteration_entry(state, label).passed:
+        return "metric_met"
+    if iteration_number(label) >= state["max_iterations"] or not pool_budget.stops_loop(state):
+        return "max_iterations"
+    return pool_budget.STOP_REASON
 
 
 def run_loop(ctx: RunContext, run_stage: Callable[[str, str], None]) -> str:

@@ -188,10 +188,52 @@ def annotated_spec_text(spec: Spec, iteration: str) -> str:
     return _SPEC_HEADER.format(iteration=iteration) + "\n".join(lines) + "\n"
 
 
+def _confirmed_choice(layout: RunLayout, best: BestModel, state: Mapping[str, Any]) -> BestModel:
+    """The seed confirmation's deliverable: the best, or the earlier runner-up when the two are not told apart
+    by more than the run-to-run spread."""
+    confirmation = state.get("confirm_seeds")
+    if not isinstance(confirmation, Mapping) or confirmation.get("candidate") != best.iteration:
+        return best  # no confirmation, or a later candidate (Phase 3) won on its own
+    if confirmation.get("deliverable") in (None, best.iteration):
+        return best
+    label = str(confirmation["deliverable"])
+    entry = state["iterations"][label]
+    contract = MetricContract.from_dict(state["metric_contract"])
+    return BestModel(
+        iteration=label,
+        checkpoint=Path(entry["best_ckpt_path"]),
+        training_spec=Path(entry.get("training_spec") or state["config"]["specs_file"]),
+        threshold=entry.get("threshold"),
+        result=check_result(contract, entry["metric_result"], where=f"deft_state.json iterations.{label}"),
+    )
+
+
+def _honest_numbers(state: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """What the handoff states beside the contract's figure: which KPI rows it was taken on, the steer figure,
+    the control arm and the seed confirmation, each as the state records it."""
+    entry = state["iterations"][label]
+    split = state.get("kpi_split")
+    numbers: dict[str, Any] = {}
+    if isinstance(split, Mapping):
+        numbers["kpi_split"] = {
+            "source": split.get("source"),
+            "figures_on": "whole KPI set (steered on)" if split.get("source") == "whole_kpi_set" else "confirm part",
+            "confirm_boards": len(split.get("confirm_boards") or []),
+            "steer_boards": len(split.get("steer_boards") or []),
+        }
+    for key in ("steer_metric_result", "control_metric_result"):
+        if isinstance(entry.get(key), Mapping):
+            numbers[key] = entry[key]
+    for key in ("confirm_seeds", "pool_budget"):
+        if isinstance(state.get(key), Mapping):
+            numbers[key] = state[key]
+    return numbers
+
+
 def write_deployment_handoff(layout: RunLayout) -> BestModel:
     """Write best_model.json and best_model_inference_spec.yaml for the run's best candidate."""
-    best = select_best_model(layout)
     state = read_state(layout.root)
+    best = _confirmed_choice(layout, select_best_model(layout), state)
     training_spec = load_spec(best.training_spec)
     # TAO flags `score > eval_margin`; our threshold flags `score >= threshold` (same rows, strict form).
     margin = best.result.diagnostics.get("strict_threshold", best.threshold)
@@ -219,6 +261,7 @@ def write_deployment_handoff(layout: RunLayout) -> BestModel:
     }
     if best.result.name == "far_pct":
         record["far_pct"] = best.result.value
+    record.update(_honest_numbers(state, best.iteration))
     atomic_write_json(layout.best_model, record)
     return best
 

@@ -126,7 +126,10 @@ def finalize_phase2(layout: RunLayout, *, label: str, stop_reason: str) -> BestM
         "best_model_json": str(layout.best_model),
         "inference_spec": str(layout.best_model_inference_spec),
     }
-    reason = "the metric contract was met" if stop_reason == "metric_met" else "the iteration limit was reached"
+    reason = {
+        "metric_met": "the metric contract was met",
+        "pool_budget": "the next iteration would pass the pool budget",
+    }.get(stop_reason, "the iteration limit was reached")
     summary = f"loop stopped: {reason}; best is {best.iteration}"
     commit_stage(layout.root, StageCommit(label, "loop_stop", "ok", summary, time.monotonic() - started, fields))
     return best

@@ -299,11 +299,17 @@ def phase2_lines(facts: PlanFacts) -> list[str]:
     rows = [
         ("KPI target", target),
         ("Max DEFT iterations", iterations),
-        ("Stop condition", "KPI contract met or max iterations reached (not guaranteed: FAR may regress)"),
+        (
+            "Stop condition",
+            "KPI contract met, max iterations reached, or the next iteration would pass the pool budget "
+            "(not guaranteed: FAR may regress)",
+        ),
+        ("KPI split", _split_text(deft.kpi_split, deft.confirm_share)),
+        ("Pool budget", f"at most {deft.max_pool_share:.0%} of the mining pool over the run"),
         ("Training epochs (per iteration)", str(deft.num_epochs)),
-        ("Num SDG (per iteration)", str(deft.num_sdg)),
+        ("Num SDG (per iteration)", f"{deft.num_sdg}, split over the RCA's types by their cost"),
         ("Mining top-K (per target)", str(deft.top_k_per_target)),
-        ("Mining cutoff", f"cosine similarity >= {deft.min_similarity:g}"),
+        ("Mining cutoff", _cut_text(deft.min_similarity, deft.mining_min_z)),
         ("Compute / GPUs", _compute_text(facts)),
         ("Resuming", resuming),
         ("Baseline", baseline),
@@ -311,6 +317,22 @@ def phase2_lines(facts: PlanFacts) -> list[str]:
         ("Hard stops (end the run)", ", ".join(HARD_STOPS)),
     ]
     return table(("field", "value"), rows)
+
+
+def _split_text(kpi_split: str, confirm_share: float) -> str:
+    if kpi_split == "whole_set":
+        return "none: the loop steers and is judged on the whole KPI set (figures are steered on)"
+    return (
+        "by board: kpi/confirm_set.csv when present, else "
+        f"{confirm_share:.0%} of the boards by name hash confirm (gate, best iteration, report); the rest steer"
+    )
+
+
+def _cut_text(min_similarity: float, min_z: float | None) -> str:
+    fixed = f"cosine similarity >= {min_similarity:g}"
+    if min_z is None:
+        return fixed
+    return f"{fixed} and >= {min_z:g} standard deviations above the target's mean similarity to the pool"
 
 
 def _compute_text(facts: PlanFacts) -> str:
