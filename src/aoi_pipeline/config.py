@@ -150,8 +150,9 @@ class DeftSettings(_Strict):
     # The most of the mining pool the run may take; the loop stops before an iteration that would pass it.
     max_pool_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
     # The calibrated mining cut: keep a candidate only when its similarity lies this many standard deviations
-    # above its target's mean similarity to the whole pool (null: only min_similarity and top-k cut).
-    mining_min_z: Annotated[float, Field(ge=0.0, le=100.0)] | None = 2.0
+    # above its target's mean similarity to the whole pool (null: only min_similarity and top-k cut). Opt-in
+    # until measured on real data: on the demo's workspace z >= 2 removed 312 of 335 candidates.
+    mining_min_z: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
     # `random`: each iteration also trains a control on the previous set plus as many random pool rows as the
     # loop added (same recipe, same warm start), scored on the confirm part. Opt-in: it doubles the training.
     control: Literal["none", "random"] = "none"

@@ -30,7 +30,7 @@ T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
 
 HOSTILE = "<script>alert('x')</script> & leakage"
 
-SECTIONS = ("run", "kpi", "iterations", "growth", "durations", "rca", "augmentation", "handoff")
+SECTIONS = ("run", "kpi", "iterations", "confirm-split", "growth", "durations", "rca", "augmentation", "handoff")
 
 
 class Run:

@@ -17,6 +17,7 @@ from typing import Any
 
 from aoi_pipeline.core.report_charts import SOURCE_COLOURS, duration_bars, kpi_chart, stacked_bars
 from aoi_pipeline.core.report_extras import ReportExtras
+from aoi_pipeline.core.report_honest import honest_section
 from aoi_pipeline.core.report_html import (
     NOT_RECORDED,
     delta_text,
@@ -77,6 +78,7 @@ def phase2_parts(state: Mapping[str, Any], *, extras: Mapping[str, Any] | None =
         _hard_stop(state),
         _kpi_section(view),
         _iterations_section(view),
+        honest_section(state),
         _growth_section(checked.training_rows_by_source),
         _durations_section(state),
         _rca_section(view, checked.rca_gaps),

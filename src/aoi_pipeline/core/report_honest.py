@@ -43,7 +43,8 @@ def _seeds_text(seeds: object) -> str:
     values = ", ".join(f"{value:.4g}" for value in seeds.get("values") or [])
     text = (
         f"Seeds: {html_text(seeds.get('candidate'))} over {len(seeds.get('values') or [])} trainings: "
-        f"{values}; mean {seeds.get('mean', 0):.4g} ± {seeds.get('spread', 0):.4g} ({html_text(seeds.get('spread_kind'))})."
+        f"{values}; mean {seeds.get('mean', 0):.4g} ± {seeds.get('spread', 0):.4g} "
+        f"({html_text(seeds.get('spread_kind'))})."
     )
     if seeds.get("runner_up") is not None:
         verdict = "beats it by more than the spread" if seeds.get("separated") else "is within the spread of it"
