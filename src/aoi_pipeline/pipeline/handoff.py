@@ -22,7 +22,7 @@ from typing import Any
 from aoi_pipeline.core.deliverable import best_completed
 from aoi_pipeline.core.files import atomic_write_json, atomic_write_text
 from aoi_pipeline.core.metric_contract import MetricContract
-from aoi_pipeline.core.metric_result import MetricResult
+from aoi_pipeline.core.metric_result import MetricResult, check_result
 from aoi_pipeline.core.metric_target import render_target
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.keys import get_key, set_key
