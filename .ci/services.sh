@@ -11,6 +11,7 @@
 #   image localhost/aoi-pipeline-job:latest built from a debootstrap root file system (no registry needed) by
 #   deployments/docker/build-image.sh. The root file system is kept in $CI_CACHE_DIR (default
 #   /var/cache/aoi-ci) only to go faster on the same machine; images stay in dockerd's store.
+# browser: Debian's chromium and chromium-driver (installed only) for the tests that click the Prefect UI.
 set -euo pipefail
 ACTION=${1:-start}
 shift || true
@@ -316,8 +317,18 @@ stop_docker() {
 
 status_docker() { docker version >/dev/null 2>&1 && docker image inspect localhost/aoi-pipeline-job:latest >/dev/null 2>&1; }
 
+# ------------------------------------------------------------------------------------------------ browser
+# Debian's Chromium and chromedriver for the UI approval tests (tests/integration/test_ui_approval.py, Selenium);
+# nothing is downloaded by Selenium or Playwright. No daemon: the tests start the browser themselves.
+start_browser() {
+  apt_install chromium chromium-driver
+  log "browser ready: $(chromium --version 2>/dev/null | head -1)"
+}
+
+stop_browser() { :; }
+
 # ------------------------------------------------------------------------------------------------- main
-KNOWN="postgres slurm s3 docker"
+KNOWN="postgres slurm s3 docker browser"
 SERVICES=("$@")
 [ ${#SERVICES[@]} -gt 0 ] || read -r -a SERVICES <<<"$KNOWN"
 for service in "${SERVICES[@]}"; do

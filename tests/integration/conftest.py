@@ -3,8 +3,9 @@
 The server uses SQLite in a temporary PREFECT_HOME, or the PostgreSQL database named by
 AOI_TEST_PREFECT_DATABASE_URL (CI starts one and sets it). It runs all its services (the automations'
 triggers and actions included) and serves the UI on the same port, with PREFECT_UI_URL set so links in
-notifications point at it. `pipeline_in_thread` runs the `aoi-pipeline` flow in this process against that
-server, with every job on the fake runtime, so a test can watch it pause, decide, and see how it ends.
+notifications point at it and PREFECT_UI_API_URL so the UI in a browser talks to it. `pipeline_in_thread`
+runs the `aoi-pipeline` flow in this process against that server, with every job on the fake runtime, so a
+test can watch it pause, decide, and see how it ends.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def prefect_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+        # The UI's own API calls: without this it would call the default port 4200.
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }
     env.pop("PREFECT_API_URL", None)
     database = os.environ.get("AOI_TEST_PREFECT_DATABASE_URL")
