@@ -14,7 +14,7 @@ from aoi_pipeline.pipeline.pruning import make_pruner, trial_watch
 from aoi_pipeline.pipeline.study import Proposal, objective_name, open_study
 from aoi_pipeline.pipeline.sweep import SweepBudget, run_sweep
 from aoi_pipeline.pipeline.trials import TrialOutcome, read_outcome, trial_in_flight
-from tasks.phases import after_trial, trial
+from tasks.phases import after_trial, sweep_started, trial
 
 
 @flow(name="automl-sweep", flow_run_name="{phase}-automl", validate_parameters=False)
@@ -44,6 +44,7 @@ def automl_sweep(
             pretrained_model=pretrained_model,
         )
 
+    sweep_started(ctx, phase)
     summary = run_sweep(
         study,
         space,

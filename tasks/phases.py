@@ -64,6 +64,12 @@ def publish_trials(phase: str, table: list[dict[str, Any]]) -> None:
     create_table_artifact(table, key=f"{phase}-trials", description=f"{phase} AutoML trials")
 
 
+def sweep_started(ctx: RunContext, phase: str) -> None:
+    """The progress line when an AutoML phase starts: trial 0/N, time left unknown until a trial ends."""
+    settings = ctx.automl(phase)
+    report_progress(Progress(phase, "trial", 0, settings.recommendations, elapsed_s(), (), settings.parallel))
+
+
 def after_trial(ctx: RunContext, phase: str, table: list[dict[str, Any]]) -> None:
     """After each finished trial: the trials table, the progress line (trial k/N, time left) and the report."""
     publish_trials(phase, table)

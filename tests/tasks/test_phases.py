@@ -106,6 +106,14 @@ def test_publish_trials_refreshes_the_phases_table_artifact(artifacts):
     ]
 
 
+def test_a_sweep_starts_with_trial_0_of_its_budget_and_no_time_left_yet(ctx, task_log, artifacts):
+    phases.sweep_started(ctx, "phase3")
+    ((kind, share, options),) = artifacts
+    assert (kind, share) == ("create_progress_artifact", 0.0)
+    assert options["description"].startswith("phase 3/3 (AutoML refinement) · trial 0/3 · elapsed")
+    assert options["description"].endswith("time left unknown until the first trial ends")
+
+
 def test_after_a_trial_the_table_the_progress_line_and_the_report_are_refreshed(ctx, task_log, artifacts, monkeypatch):
     refreshed: list[Any] = []
     monkeypatch.setattr(phases, "refresh_report", refreshed.append)
