@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline_overhead.py --demo /tmp/aoi-demo     # run the demo, then analyse its run
     python benchmarks/pipeline_overhead.py --demo /tmp/aoi-demo-docker --platform docker   # jobs in containers
+    python benchmarks/pipeline_overhead.py --demo /tmp/aoi-demo-slurm --platform slurm     # jobs through sbatch
     python benchmarks/pipeline_overhead.py --run-dir RESULTS/run_x   # analyse an existing run
 
 A phase's window runs from the previous phase boundary recorded in pipeline_state.json (the approval for the
@@ -88,7 +89,9 @@ def main() -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--demo", type=Path, help="run `aoi-pipeline demo --yes --dir DEMO` first")
     which.add_argument("--run-dir", type=Path, help="an existing run directory")
-    parser.add_argument("--platform", choices=("local", "docker"), default="local", help="where the demo's jobs run")
+    parser.add_argument(
+        "--platform", choices=("local", "docker", "slurm"), default="local", help="where the demo's jobs run"
+    )
     args = parser.parse_args()
     demo_wall = None
     run_dir = args.run_dir
