@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aoi_pipeline.core.report_html import html_table, html_text, is_finite
+from aoi_pipeline.core.report_view import label_order
 
 NOT_RECORDED = "not recorded"
 
@@ -58,7 +59,10 @@ def _seeds_text(seeds: object) -> str:
 def honest_section(state: Mapping[str, Any]) -> str:
     """The section's HTML (empty string before any iteration is evaluated)."""
     iterations = state.get("iterations") or {}
-    labels = [label for label, entry in iterations.items() if isinstance(entry, Mapping) and "metric_result" in entry]
+    evaluated = [
+        label for label, entry in iterations.items() if isinstance(entry, Mapping) and "metric_result" in entry
+    ]
+    labels = sorted(evaluated, key=label_order)  # the page must not depend on the state's key order
     if not labels:
         return ""
     rows = [
