@@ -49,3 +49,8 @@ def test_a_state_without_a_budget_never_stops_the_loop_or_limits_mining():
 def test_a_broken_budget_in_the_state_is_refused(raw):
     with pytest.raises(StateError):
         PoolBudget.of({"pool_budget": raw})
+
+
+def test_a_budget_of_the_whole_pool_never_stops_the_loop():
+    assert not stops_loop(state([60], share=1.0, pool_rows=112))
+    assert rows_left(state([60], share=1.0, pool_rows=112)) == 52

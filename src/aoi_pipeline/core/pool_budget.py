@@ -72,8 +72,8 @@ def stops_loop(state: Mapping[str, Any]) -> bool:
     """True when the next iteration would pass the budget: the budget is used up, or what is left is less than
     the last iteration mined (the best projection of the next one's take)."""
     budget = PoolBudget.of(state)
-    if budget is None:
-        return False
+    if budget is None or budget.max_share >= 1.0:
+        return False  # no budget, or the whole pool: mining can never take more than there is
     counts = mined_counts(state)
     projected = counts[-1] if counts else 0
     used = sum(counts)
