@@ -108,19 +108,7 @@ def route_gaps(
             f"routing dropped every weak sample; dropped labels: {named}",
             "add real images of these labels to the mining pool, or let SDG paint their types",
         )
-    if type_costs is None:
-        sdg_weights = {label: count for label, count in weak_rows.items() if label in synthesizable}
-    else:
-        # In proportion to the cost of each type (micro-points, so `allocate` stays in exact integers);
-        # a type that costs nothing gets no synthetic sample however many weak rows it has.
-        costs = {normalize_label(label): cost for label, cost in type_costs.items()}
-        sdg_weights = {
-            label: round(costs[label] * 1_000_000)
-            for label in weak_rows
-            if label in synthesizable and round(costs.get(label, 0.0) * 1_000_000) > 0
-        }
-        targets = tuple(sorted(sdg_weights, key=lambda label: (-sdg_weights[label], label))) + targets
-        targets = tuple(dict.fromkeys(targets))
+    sdg_weights, targets = _sdg_weights(weak_rows, synthesizable, targets, type_costs)
     counts = allocate(num_sdg, sdg_weights, priority=targets)
     routes = tuple(
         Route(label, weak_rows[label], label in pool, label in synthesizable, counts.get(label, 0))
@@ -294,3 +282,25 @@ def _actions(result: RoutingResult) -> list[str]:
     if any(route.to_sdg for route in result.routes) and not result.allocation:
         actions.append("- Raise num_sdg above 0 to let SDG cover the routed defect types.")
     return actions or ["- None: every weak label reaches at least one producer."]
+
+
+def _sdg_weights(
+    weak_rows: Counter[str],
+    synthesizable: set[str],
+    targets: tuple[str, ...],
+    type_costs: Mapping[str, float] | None,
+) -> tuple[dict[str, int], tuple[str, ...]]:
+    """What each synthesizable type weighs in the SDG allocation, and the allocation's priority order: its weak
+    rows when no costs are given, else its cost, the costliest types first."""
+    if type_costs is None:
+        return {label: count for label, count in weak_rows.items() if label in synthesizable}, targets
+    # In proportion to the cost of each type (micro-points, so `allocate` stays in exact integers);
+    # a type that costs nothing gets no synthetic sample however many weak rows it has.
+    costs = {normalize_label(label): cost for label, cost in type_costs.items()}
+    weights = {
+        label: round(costs[label] * 1_000_000)
+        for label in weak_rows
+        if label in synthesizable and round(costs.get(label, 0.0) * 1_000_000) > 0
+    }
+    by_cost = tuple(sorted(weights, key=lambda label: (-weights[label], label)))
+    return weights, tuple(dict.fromkeys(by_cost + targets))

@@ -186,6 +186,20 @@ def _check_evaluate(
         "failed_constraints": list(result.failed_constraints),
     }
     extra: dict[str, Any] = {"metric_result": recorded_result}
+    side_figures, side_problems = _side_figures(fields, where)
+    if side_problems:
+        return {}, side_problems
+    extra.update(side_figures)
+    if threshold is not None:
+        extra["threshold"] = threshold
+    if contract_data.get("name") == "far_pct":
+        extra["far_pct"] = result.value
+    return extra, []
+
+
+def _side_figures(fields: dict[str, Any], where: str) -> tuple[dict[str, Any], list[Problem]]:
+    """The evaluate commit's figures shown beside the deciding one: the steer part's and the control arm's."""
+    extra: dict[str, Any] = {}
     if "steer_metric_result" in fields:
         steer, steer_problems = _read_json_object(f"{where}: steer_metric_result", fields["steer_metric_result"])
         if steer_problems:
@@ -201,10 +215,6 @@ def _check_evaluate(
             return {}, control_problems
         # The control arm (same previous set + as many random pool rows): shown beside the loop, never picked.
         extra["control_metric_result"] = {**control, "evidence_path": fields["control_metric_result"]}
-    if threshold is not None:
-        extra["threshold"] = threshold
-    if contract_data.get("name") == "far_pct":
-        extra["far_pct"] = result.value
     return extra, []
 
 
