@@ -3,13 +3,10 @@ Importing the module registers them."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from catalogue import (
-    HOLD_LOCK,
     Scene,
     case,
+    hold_lock,
     load_pipeline_config,
 )
 
@@ -68,10 +65,7 @@ def _(scene: Scene) -> None:
     "kill $pid",
 )
 def _(scene: Scene) -> None:
-    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(scene.ws.root)], stdout=subprocess.PIPE, text=True)
-    scene.children.append(child)
-    assert child.stdout is not None and child.stdout.readline().strip() == "locked"
-    scene.values["pid"] = str(child.pid)
+    hold_lock(scene)
 
 
 @case(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from catalogue import (
-    HOLD_LOCK,
     Scene,
     case,
+    hold_lock,
     load_pipeline_config,
     start_run,
 )
@@ -106,10 +104,7 @@ def _(scene: Scene) -> None:
     "kill $pid",
 )
 def _(scene: Scene) -> None:
-    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(scene.ws.root)], stdout=subprocess.PIPE, text=True)
-    scene.children.append(child)
-    assert child.stdout is not None and child.stdout.readline().strip() == "locked"
-    scene.values["pid"] = str(child.pid)
+    hold_lock(scene)
 
 
 @case(

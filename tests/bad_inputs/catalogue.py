@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,3 +185,11 @@ WorkspaceLock(Path(sys.argv[1]), owner="nightly run").acquire()
 print("locked", flush=True)
 time.sleep(60)
 """
+
+
+def hold_lock(scene: Scene) -> None:
+    """Start a child process that holds the workspace lock (killed when the case ends); `$pid` names it."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(scene.ws.root)], stdout=subprocess.PIPE, text=True)
+    scene.children.append(child)
+    assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+    scene.values["pid"] = str(child.pid)

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.core import assembly, merge_validation, mining, mining_ledger
+from aoi_pipeline.core import assembly, mining, mining_ledger
 from aoi_pipeline.core.dataset import read_dataset_csv
 from aoi_pipeline.core.files import atomic_write_json
 from aoi_pipeline.core.leakage import CsvInRoot
@@ -26,7 +26,7 @@ from aoi_pipeline.core.state_entries import iteration_entry
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.evaluation import evaluate_checkpoints
 from aoi_pipeline.pipeline.job_runner import require_success, set_aside
-from aoi_pipeline.pipeline.kpi_parts import protected_kpi
+from aoi_pipeline.pipeline.kpi_parts import protected_kpi, validate_training_csv
 from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
 
 CONTROL_RESULT_FILE = "control_result.json"
@@ -88,16 +88,7 @@ def build_control_csv(ctx: RunContext, label: str) -> tuple[Path, int, int]:
     assembly.write_assembly(
         merged, combined_csv=combined, provenance_csv=folder / f"train_control_{label}_provenance.csv"
     )
-    images = ctx.workspace.images_dir
-    merge_validation.validate_merge(
-        combined,
-        workspace_root=ctx.workspace.root,
-        validation=CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
-        kpi=protected_kpi(ctx),
-        lights=ctx.dataset.lights,
-        image_ext=ctx.image_ext,
-        report_json=folder / "merge_validation.json",
-    )
+    validate_training_csv(ctx, combined, folder / "merge_validation.json")
     return combined, added, len(rows)
 
 

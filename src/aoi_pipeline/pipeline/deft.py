@@ -18,7 +18,6 @@ from typing import Any
 
 from aoi_pipeline.core import (
     assembly,
-    merge_validation,
     mining,
     mining_cut,
     mining_knn,
@@ -40,7 +39,7 @@ from aoi_pipeline.errors import DatasetError, StateError
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.hard_stop import record_stage_failure
 from aoi_pipeline.pipeline.job_runner import require_success, set_aside
-from aoi_pipeline.pipeline.kpi_parts import protected_kpi
+from aoi_pipeline.pipeline.kpi_parts import protected_kpi, validate_training_csv
 from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
 from aoi_pipeline.pipeline.run_steps import trained_checkpoint_fields
 from aoi_pipeline.pipeline.study import trial_counts
@@ -402,16 +401,7 @@ def run_merge(ctx: RunContext, label: str) -> dict:
     provenance = dataset_dir / f"train_combined_{label}_provenance.csv"
     assembly.write_assembly(merged, combined_csv=combined, provenance_csv=provenance)
     report = dataset_dir / "merge_validation.json"
-    images = ctx.workspace.images_dir
-    merge_validation.validate_merge(
-        combined,
-        workspace_root=ctx.workspace.root,
-        validation=CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
-        kpi=protected_kpi(ctx),
-        lights=ctx.dataset.lights,
-        image_ext=ctx.image_ext,
-        report_json=report,
-    )
+    validate_training_csv(ctx, combined, report)
     by_source = ", ".join(f"{source} {count}" for source, count in merged.source_counts().items())
     summary = f"Merge: {len(merged.rows)} rows ({by_source}); no missing files, no leakage"
     fields = {

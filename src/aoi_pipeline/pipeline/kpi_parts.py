@@ -6,13 +6,14 @@ existed, with evaluations already on the whole KPI set, keeps scoring on the who
 the CSV every KPI inference scores (the KPI set, plus the confirm set's rows when that is a file of its
 own); `write_parts` cuts an inference CSV into its steer and confirm rows. `protected_kpi` is what the
 leakage checks compare against: the KPI set and the confirm set together, so neither is ever mined or
-trained on.
+trained on. `validate_training_csv` runs those checks on an assembled training CSV.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from aoi_pipeline.core import merge_validation
 from aoi_pipeline.core.dataset import DatasetCsv, read_dataset_csv, write_dataset_csv
 from aoi_pipeline.core.kpi_split import (
     CONFIRM_SET_SOURCE,
@@ -100,3 +101,17 @@ def protected_kpi(ctx: RunContext) -> CsvInRoot:
         columns = tuple(dict.fromkeys((*kpi.columns, *confirm.columns)))
         kpi = DatasetCsv(kpi.path, columns, (*kpi.rows, *confirm.rows))
     return CsvInRoot(kpi, ctx.workspace.images_dir)
+
+
+def validate_training_csv(ctx: RunContext, combined: Path, report_json: Path) -> None:
+    """Check an assembled training CSV against the validation set and the protected KPI sets (leakage, lights,
+    images) and write the check's report; raises the merge validation's error when it fails."""
+    merge_validation.validate_merge(
+        combined,
+        workspace_root=ctx.workspace.root,
+        validation=CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), ctx.workspace.images_dir),
+        kpi=protected_kpi(ctx),
+        lights=ctx.dataset.lights,
+        image_ext=ctx.image_ext,
+        report_json=report_json,
+    )
