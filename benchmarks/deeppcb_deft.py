@@ -23,38 +23,24 @@ from typing import Any
 
 from aoi_pipeline.config import config_from_mapping
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
-from aoi_pipeline.core.report import write_report
 from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.core.stages import BASELINE
 from aoi_pipeline.core.state import read_state
 from aoi_pipeline.core.workspace import Workspace
-from aoi_pipeline.jobs.job import JobResult, TaoJob
-from aoi_pipeline.jobs.local import LocalLauncher
 from aoi_pipeline.pipeline import deft
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
 from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.run_report import refresh_run_report
 from aoi_pipeline.pipeline.run_specs import workspace_base_spec
 from aoi_pipeline.pipeline.run_steps import ensure_run_state, finalize_phase2, train_baseline
+from automl_sweep_support import QuietRunner
 
 TARGET = "FAR < 5% at Recall=99%"
 
 
-class QuietRunner:
-    """Runs jobs with the local launcher; their output goes to each job's job.log only."""
-
-    def __init__(self) -> None:
-        self.launcher = LocalLauncher()
-
-    def run(self, job: TaoJob) -> JobResult:
-        started = time.monotonic()
-        result = self.launcher.run(job, log=lambda line: None)
-        print(f"  {job.name}: {result.status} in {time.monotonic() - started:.1f} s", flush=True)
-        return result
-
-
 def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    mapping = {
         "workspace": str(args.workspace),
         "kpi_target": TARGET,
         "gpus": "auto",
@@ -74,8 +60,14 @@ def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
             "num_sdg": args.num_sdg,
             "top_k_per_target": args.top_k,
             "min_similarity": args.min_similarity,
+            "max_pool_share": args.max_pool_share,
+            "control": args.control,
+            "confirm_seeds": args.confirm_seeds,
         },
     }
+    if args.seed is not None:
+        mapping["spec_overrides"].append(f"train.seed={args.seed}")
+    return mapping
 
 
 def stage_runner(ctx: RunContext, base_spec: dict) -> Any:
@@ -159,6 +151,10 @@ def main() -> None:
     parser.add_argument("--num-sdg", type=int, default=120)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--min-similarity", type=float, default=0.9)
+    parser.add_argument("--max-pool-share", type=float, default=0.25, help="deft.max_pool_share")
+    parser.add_argument("--control", choices=("none", "random"), default="random", help="deft.control")
+    parser.add_argument("--confirm-seeds", type=int, default=1, help="deft.confirm_seeds")
+    parser.add_argument("--seed", type=int, default=None, help="train.seed of every training (default: the spec's)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -174,7 +170,7 @@ def main() -> None:
     try:
         deft.run_loop(ctx, stage_runner(ctx, base_spec))
     finally:
-        write_report(layout.root, extras=deft.report_extras(ctx))
+        refresh_run_report(ctx)
         report = summarise(layout, workspace)
         report["wall_s"] = round(time.monotonic() - started, 1)
         print(f"{'iteration':10} {'FAR@99 %':>9} {'FAR@100 %':>10} {'rows':>6} {'pool used %':>11}  added")
