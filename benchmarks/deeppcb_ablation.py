@@ -84,13 +84,6 @@ def far(path: Path, design: str | None = None) -> dict[str, float]:
     return {f"far_at_{int(r)}": round(far_at_recall(scored, r).far_pct, 3) for r in RECALLS} | {"rows": len(rows)}
 
 
-def confirm_csv(directory: Path) -> Path:
-    found = sorted(directory.rglob("inference_confirm.csv"))
-    if not found:
-        raise FileNotFoundError(f"{directory}: no inference_confirm.csv (the evaluation did not finish)")
-    return found[0]
-
-
 def provenance(path: Path) -> dict[str, int]:
     """Training rows of an iteration (or its control) by source: base_train, sdg, mined, random..."""
     counts: dict[str, int] = {}
@@ -131,9 +124,10 @@ def unit_workspace(args: argparse.Namespace, unit: dict[str, Any]) -> Path:
 
 def run_unit(args: argparse.Namespace, name: str, unit: dict[str, Any], deadline: float) -> str:
     done = args.out / "units" / f"{name}.json"
+    done.parent.mkdir(parents=True, exist_ok=True)
     if done.is_file():
         return f"{name}: done before"
-    if time.monotonic() > deadline - 60:
+    if time.monotonic() > deadline - 30:
         return f"{name}: not started (budget)"
     workspace = unit_workspace(args, unit)
     command = [
@@ -153,6 +147,8 @@ def run_unit(args: argparse.Namespace, name: str, unit: dict[str, Any], deadline
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            partial = score_unit(workspace / "results" / name, name, unit)
+            done.with_suffix(".partial").write_text(json.dumps(partial, indent=2), encoding="utf-8")
             return f"{name}: cut off by the budget after {time.monotonic() - started:.0f} s (resumes next time)"
     if code != 0:
         return f"{name}: FAILED (exit {code}); see {log}"
@@ -161,27 +157,36 @@ def run_unit(args: argparse.Namespace, name: str, unit: dict[str, Any], deadline
     return f"{name}: done in {time.monotonic() - started:.0f} s"
 
 
+def scored(path: Path, design: str | None = None) -> dict[str, float] | None:
+    """`far` of the one confirm CSV under `path` (the control's excluded), None while it is not written yet."""
+    control = path / "control"
+    found = sorted(p for p in path.rglob("inference_confirm.csv") if control not in p.parents or path == control)
+    return far(found[0], design) if found else None
+
+
+def added_rows(provenance_csv: Path) -> dict[str, int] | None:
+    if not provenance_csv.is_file():
+        return None
+    return {k: v for k, v in provenance(provenance_csv).items() if k != "base_train"}
+
+
 def score_unit(run: Path, name: str, unit: dict[str, Any]) -> dict[str, Any]:
+    """The unit's confirm figures; a part its run has not reached yet (a unit cut off by the budget) is absent."""
+    iteration, control = run / "iter1", run / "iter1" / "control"
     figures: dict[str, Any] = {"unit": name, "seed": unit["seed"], "settings": unit}
-    figures["baseline"] = far(confirm_csv(run / "baseline"))
+    parts = {"baseline": scored(run / "baseline")}
     if unit["iterations"]:
-        iteration = run / "iter1"
-        control = iteration / "control"
-        candidates = [p for p in iteration.rglob("inference_confirm.csv") if control not in p.parents]
-        figures["iter1"] = far(sorted(candidates)[0])
-        added = provenance(iteration / "dataset" / "train_combined_iter1_provenance.csv")
-        figures["added"] = {k: v for k, v in added.items() if k != "base_train"}
-        if control.is_dir():
-            figures["control"] = far(confirm_csv(control))
-            added = provenance(control / "dataset" / "train_control_iter1_provenance.csv")
-            figures["control"]["added"] = {k: v for k, v in added.items() if k != "base_train"}
+        parts["iter1"] = scored(iteration)
+        parts["added"] = added_rows(iteration / "dataset" / "train_combined_iter1_provenance.csv")
+        parts["control"] = scored(control)
+        if parts["control"] is not None:
+            parts["control"]["added"] = added_rows(control / "dataset" / "train_control_iter1_provenance.csv")
+    figures.update({k: v for k, v in parts.items() if v is not None})
     if name.startswith("lodo_"):
         design = name.removeprefix("lodo_")
-        figures["held_out_design"] = {
-            part: far(confirm_csv(run / label), design)
-            for part, label in (("baseline", "baseline"), ("iter1", "iter1"))
-        }
-        figures["held_out_design"]["control"] = far(confirm_csv(run / "iter1" / "control"), design)
+        held = {"baseline": scored(run / "baseline", design), "iter1": scored(iteration, design)}
+        held["control"] = scored(control, design)
+        figures["held_out_design"] = {k: v for k, v in held.items() if v is not None}
     return figures
 
 
@@ -190,14 +195,13 @@ def arm_figures(units: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, An
     arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     for name, unit in sorted(units.items()):
         kind = name.split("_s")[0]
-        if kind == "loop":
+        if kind == "loop" and "baseline" in unit:
             arms["seed_only"].append(unit["baseline"])
-            arms["loop"].append({**unit["iter1"], "added": unit.get("added")})
-            if "control" in unit:
-                arms["random"].append(unit["control"])
-        elif kind in ("mining", "sdg"):
+        if kind in ("loop", "mining", "sdg") and "iter1" in unit:
             arms[kind].append({**unit["iter1"], "added": unit.get("added")})
-        elif kind == "pool":
+        if kind == "loop" and "control" in unit:
+            arms["random"].append(unit["control"])
+        if kind == "pool" and "baseline" in unit:
             arms["pool"].append(unit["baseline"])
     return arms
 
@@ -213,9 +217,15 @@ def mean_spread(values: list[float]) -> dict[str, Any]:
 
 def summarise(out: Path, data: Path) -> dict[str, Any]:
     units = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "units").glob("*.json"))}
+    partial = {
+        p.stem: json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((out / "units").glob("*.partial"))
+        if p.stem not in units
+    }
+    merged = {**partial, **units}  # a unit cut off by the budget counts with the parts it finished
     pool_rows = len(read_csv(data.joinpath(*SETS["pool"]))[1])
     table = {}
-    for arm, runs in arm_figures(units).items():
+    for arm, runs in arm_figures(merged).items():
         row = {f"far_at_{int(r)}": mean_spread([run[f"far_at_{int(r)}"] for run in runs]) for r in RECALLS}
         added = [sum((run.get("added") or {}).values()) for run in runs if run.get("added") is not None]
         row["added_rows"] = added
@@ -226,25 +236,23 @@ def summarise(out: Path, data: Path) -> dict[str, Any]:
         ]
         table[arm] = row
     lodo = {}
-    for name, unit in units.items():
+    for name, unit in merged.items():
         if name.startswith("lodo_"):
             design = name.removeprefix("lodo_")
-            seen = units.get("loop_s1") or next((u for n, u in units.items() if n.startswith("loop_s")), None)
+            seen = merged.get("loop_s1") or next((u for n, u in merged.items() if n.startswith("loop_s")), None)
             seen_figures = None
             if seen is not None:
                 run = out / "ws" / "full" / "results" / seen["unit"]
-                seen_figures = {
-                    "baseline": far(confirm_csv(run / "baseline"), design),
-                    "iter1": far(confirm_csv_not_control(run / "iter1"), design),
-                    "control": far(confirm_csv(run / "iter1" / "control"), design),
-                }
-            lodo[design] = {"unseen": unit["held_out_design"], "seen": seen_figures}
-    return {"units_done": sorted(units), "arms": table, "leave_one_design_out": lodo, "goals": goals(table)}
-
-
-def confirm_csv_not_control(iteration: Path) -> Path:
-    control = iteration / "control"
-    return sorted(p for p in iteration.rglob("inference_confirm.csv") if control not in p.parents)[0]
+                seen_figures = {"baseline": scored(run / "baseline", design), "iter1": scored(run / "iter1", design)}
+                seen_figures["control"] = scored(run / "iter1" / "control", design)
+            lodo[design] = {"unseen": unit.get("held_out_design"), "seen": seen_figures}
+    return {
+        "units_done": sorted(units),
+        "units_partial": sorted(partial),
+        "arms": table,
+        "leave_one_design_out": lodo,
+        "goals": goals(table),
+    }
 
 
 def goals(table: dict[str, Any]) -> dict[str, Any]:
