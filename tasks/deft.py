@@ -15,6 +15,7 @@ from aoi_pipeline.core.progress import Progress, iteration_seconds
 from aoi_pipeline.core.state import read_state
 from aoi_pipeline.pipeline import deft, run_report
 from aoi_pipeline.pipeline.context import RunContext
+from aoi_pipeline.pipeline.run_progress import phases_ahead
 from tasks.progress import elapsed_s, report_progress
 
 STAGES = deft.ITERATION_STAGES
@@ -51,6 +52,7 @@ def report_phase2_progress(ctx: RunContext) -> None:
         total=ctx.deft.max_iterations,
         elapsed_s=elapsed_s(),
         unit_seconds=iteration_seconds(state),
+        ahead=phases_ahead(ctx, "phase2"),
     )
     report_progress(progress)
 

@@ -24,6 +24,7 @@ from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.evaluation import evaluate_and_commit
 from aoi_pipeline.pipeline.hard_stop import stage_failures_recorded
 from aoi_pipeline.pipeline.layout import RunLayout
+from aoi_pipeline.pipeline.run_progress import phases_ahead
 from aoi_pipeline.pipeline.trials import TrialOutcome, run_trial
 from tasks.deft import refresh_report
 from tasks.progress import elapsed_s, link_report, report_progress
@@ -67,7 +68,8 @@ def publish_trials(phase: str, table: list[dict[str, Any]]) -> None:
 def sweep_started(ctx: RunContext, phase: str) -> None:
     """The progress line when an AutoML phase starts: trial 0/N, time left unknown until a trial ends."""
     settings = ctx.automl(phase)
-    report_progress(Progress(phase, "trial", 0, settings.recommendations, elapsed_s(), (), settings.parallel))
+    ahead = phases_ahead(ctx, phase)
+    report_progress(Progress(phase, "trial", 0, settings.recommendations, elapsed_s(), (), settings.parallel, ahead))
 
 
 def after_trial(ctx: RunContext, phase: str, table: list[dict[str, Any]]) -> None:
@@ -76,7 +78,14 @@ def after_trial(ctx: RunContext, phase: str, table: list[dict[str, Any]]) -> Non
     settings = ctx.automl(phase)
     finished = trial_seconds(table)
     progress = Progress(
-        phase, "trial", len(finished), settings.recommendations, elapsed_s(), finished, settings.parallel
+        phase,
+        "trial",
+        len(finished),
+        settings.recommendations,
+        elapsed_s(),
+        finished,
+        settings.parallel,
+        phases_ahead(ctx, phase),
     )
     report_progress(progress)
     refresh_report(ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from report_run import Run
 
-from aoi_pipeline.core.progress import Progress, iteration_seconds, trial_seconds
+from aoi_pipeline.core.progress import PhaseAhead, Progress, iteration_seconds, trial_seconds
 
 
 def test_the_time_left_is_the_mean_measured_duration_times_the_rounds_left():
@@ -43,3 +43,20 @@ def test_an_evaluated_iteration_lasts_the_sum_of_its_stages(complete_run: Run):
 
 def test_an_iteration_not_yet_evaluated_is_not_measured(failed_run: Run):
     assert iteration_seconds(failed_run.state) == []
+
+
+def test_the_time_left_in_the_run_adds_each_phase_ahead_from_its_measured_unit():
+    ahead = [PhaseAhead("phase2", units=2, unit_s=100.0), PhaseAhead("phase3", units=3, unit_s=40.0, parallel=2)]
+    progress = Progress("phase1", "trial", 1, 2, 50.0, unit_seconds=[30.0], ahead=ahead)
+    # 30 s left here + 2 iterations x 100 s + 2 rounds of 40 s
+    assert progress.run_left_s == 310.0
+    assert progress.line().endswith("left in this phase (from 1 measured trial(s)) · about 5m 10s left in the run")
+
+
+def test_the_time_left_in_the_run_is_unknown_while_a_phase_ahead_has_no_measured_unit():
+    ahead = [PhaseAhead("phase2", units=2, unit_s=None), PhaseAhead("phase3", units=3, unit_s=40.0)]
+    progress = Progress("phase1", "trial", 1, 2, 50.0, unit_seconds=[30.0], ahead=ahead)
+    assert progress.run_left_s is None
+    assert progress.line().endswith(" · time left in the run unknown: nothing measured yet for phase 2 (DEFT loop)")
+    last_phase = Progress("phase3", "trial", 1, 2, 50.0, unit_seconds=[30.0])
+    assert "in the run" not in last_phase.line()

@@ -25,8 +25,33 @@ def _prefect(*args: str, env: dict[str, str], timeout: float = 180) -> subproces
     return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="module")
+def deployed_env(prefect_server_url: str) -> dict[str, str]:
+    """The environment of a user whose server has the local pool and the aoi-pipeline/local deployments."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_server_url, "PWD": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    created = _prefect("work-pool", "create", "local-process", "--type", "process", env=env)
+    assert created.returncode == 0 or "already exists" in created.stdout + created.stderr, created.stderr
+    # Only the local pair: the other deployments name pools whose worker types need their own services.
+    deployed = _prefect("--no-prompt", "deploy", "--name", "aoi-pipeline/local", "--name", "tao-job/local", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    return env
+
+
+def test_a_deployment_run_without_its_config_fails_with_a_non_zero_exit_and_names_the_parameter(
+    deployed_env: dict[str, str],
+) -> None:
+    # The server checks parameters against the flow's signature, so no run is created that would fail later.
+    run = _prefect(
+        "deployment", "run", "aoi-pipeline/local", "--params", json.dumps({"run_name": "r"}), env=deployed_env
+    )
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert "config" in run.stdout + run.stderr
+    assert "Created flow run" not in run.stdout
+
+
 def test_the_local_deployment_runs_a_preapproved_plan_on_a_process_worker(
-    prefect_server_url: str, tmp_path: Path
+    deployed_env: dict[str, str], tmp_path: Path
 ) -> None:
     workspace = tmp_path / "workspace"
     write_workspace(workspace, SynthSpec(boards=8, size=32, seed=11))
@@ -41,15 +66,7 @@ def test_the_local_deployment_runs_a_preapproved_plan_on_a_process_worker(
         "phase3": small,
     }
     plan = run_preflight(config_from_mapping(config), run_name="run_deployed").plan_hash
-    env = {**os.environ, "PREFECT_API_URL": prefect_server_url, "PWD": str(REPO), "PYTHONUNBUFFERED": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-
-    created = _prefect("work-pool", "create", "local-process", "--type", "process", env=env)
-    assert created.returncode == 0 or "already exists" in created.stdout + created.stderr, created.stderr
-    # Only the local pair: the other deployments name pools whose worker types need their own services.
-    deployed = _prefect("--no-prompt", "deploy", "--name", "aoi-pipeline/local", "--name", "tao-job/local", env=env)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-
+    env = deployed_env
     worker = subprocess.Popen(
         [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "local-process", "--run-once"],
         env=env,

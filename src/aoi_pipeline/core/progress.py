@@ -2,7 +2,9 @@
 
 The time left is measured, never guessed: the mean duration of the units (trials, DEFT iterations) this
 phase has finished, times the rounds still to run (parallel trials share a round). Before the first unit
-of a phase has finished, the time left is "unknown until the first <unit> ends".
+of a phase has finished, the time left is "unknown until the first <unit> ends". The time left in the whole
+run adds the phases still ahead, each from its own measured unit (this run's, else an earlier run's, scaled
+to this run's epochs); while one of them has none, the run's time left is said to be unknown.
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ PHASES = {"phase1": (1, "AutoML"), "phase2": (2, "DEFT loop"), "phase3": (3, "Au
 
 
 @dataclass(frozen=True)
+class PhaseAhead:
+    """A phase still to run after the current one: its units, one unit's measured seconds (None: not yet)."""
+
+    phase: str
+    units: int
+    unit_s: float | None
+    parallel: int = 1
+
+    @property
+    def seconds(self) -> float | None:
+        if self.units <= 0:
+            return 0.0
+        return None if self.unit_s is None else self.unit_s * math.ceil(self.units / max(1, self.parallel))
+
+
+@dataclass(frozen=True)
 class Progress:
     """One phase's progress: `done` of `total` units, the durations of the finished ones, the run's clock."""
 
@@ -30,6 +48,7 @@ class Progress:
     elapsed_s: float
     unit_seconds: Sequence[float] = ()
     parallel: int = 1
+    ahead: Sequence[PhaseAhead] = ()
 
     @property
     def share_pct(self) -> float:
@@ -47,6 +66,12 @@ class Progress:
         mean = sum(self.unit_seconds) / len(self.unit_seconds)
         return mean * math.ceil(remaining / max(1, self.parallel))
 
+    @property
+    def run_left_s(self) -> float | None:
+        """Measured time left in the whole run: this phase's and every phase ahead (None while one is unknown)."""
+        parts = [self.left_s, *(phase.seconds for phase in self.ahead)]
+        return None if any(part is None for part in parts) else sum(part for part in parts if part is not None)
+
     def line(self) -> str:
         """E.g. "phase 1/3 (AutoML) · trial 2/3 · elapsed 1m 20s · about 40.0 s left in this phase"."""
         number, name = PHASES.get(self.phase, (0, self.phase))
@@ -58,8 +83,22 @@ class Progress:
             estimate = f"about {duration_text(left)} left in this phase (from {measured} measured {self.unit}(s))"
         return (
             f"phase {number}/3 ({name}) · {self.unit} {self.done}/{self.total} · "
-            f"elapsed {duration_text(self.elapsed_s)} · {estimate}"
+            f"elapsed {duration_text(self.elapsed_s)} · {estimate}{self._run_estimate()}"
         )
+
+    def _run_estimate(self) -> str:
+        if not self.ahead or self.left_s is None:  # an unknown phase already says the run's time is unknown
+            return ""
+        run_left = self.run_left_s
+        if run_left is not None:
+            return f" · about {duration_text(run_left)} left in the run"
+        unmeasured = [_phase_name(phase.phase) for phase in self.ahead if phase.seconds is None]
+        return f" · time left in the run unknown: nothing measured yet for {', '.join(unmeasured)}"
+
+
+def _phase_name(phase: str) -> str:
+    number, name = PHASES.get(phase, (0, phase))
+    return f"phase {number} ({name})"
 
 
 def trial_seconds(table: Sequence[Mapping[str, Any]]) -> list[float]:

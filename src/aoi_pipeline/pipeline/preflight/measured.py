@@ -63,6 +63,30 @@ def measured_minutes(results_root: Path, current_run: str, config: PipelineConfi
     return MeasuredMinutes(recommendation, iteration)
 
 
+@dataclass(frozen=True)
+class EpochSeconds:
+    """Seconds per training epoch of an AutoML trial and of a DEFT iteration (None: none measured yet)."""
+
+    trial: float | None = None
+    iteration: float | None = None
+
+
+def epoch_seconds(results_root: Path, run_name: str) -> EpochSeconds:
+    """This run's own seconds per epoch where it has finished a unit, else the newest earlier run's."""
+    own = results_root / run_name
+    trial, iteration = _trial_seconds_per_epoch(own), _iteration_seconds_per_epoch(own)
+    try:
+        earlier = sorted((p for p in results_root.glob("run_*") if p.is_dir() and p.name != run_name), reverse=True)
+    except OSError:
+        earlier = []
+    for run in earlier[:_RECENT_RUNS]:
+        if trial is not None and iteration is not None:
+            break
+        trial = trial if trial is not None else _trial_seconds_per_epoch(run)
+        iteration = iteration if iteration is not None else _iteration_seconds_per_epoch(run)
+    return EpochSeconds(trial, iteration)
+
+
 def _trial_seconds_per_epoch(run: Path) -> float | None:
     rates = []
     for record in sorted(run.glob(f"phase[13]/trial_*/{TRIAL_FILE}")):
