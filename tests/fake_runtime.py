@@ -101,11 +101,12 @@ def _embed(spec: dict) -> None:
         pixels = pixels - pixels.mean() + 1e-3
         vectors.append(pixels / np.linalg.norm(pixels))
     np.save(out / "embeddings.npy", np.stack(vectors).astype(np.float32))
+    margin = min(0.3, float(spec["train"]["optim"]["lr"]) * 100)
     with (out / "embeddings_index.csv").open("w", newline="", encoding="utf-8") as target:
-        writer = csv.DictWriter(target, fieldnames=["row_index", *rows[0].keys()])
+        writer = csv.DictWriter(target, fieldnames=["row_index", *rows[0].keys(), "siamese_score"])
         writer.writeheader()
         for index, row in enumerate(rows):
-            writer.writerow({"row_index": index, **row})
+            writer.writerow({"row_index": index, **row, "siamese_score": f"{_score(row, margin):.6f}"})
 
 
 def _hang_if_asked(spec_path: str) -> None:

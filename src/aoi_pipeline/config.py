@@ -153,6 +153,16 @@ class DeftSettings(_Strict):
     # above its target's mean similarity to the whole pool (null: only min_similarity and top-k cut). Opt-in
     # until measured on real data: on the demo's workspace z >= 2 removed 312 of 335 candidates.
     mining_min_z: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    # Which candidates mining keeps (core/mining_rules.py). `uncertainty`: round robin over the targets, each
+    # taking next the neighbour (of its top-k) the current model gets most wrong at the RCA's threshold;
+    # `per_target`: the same round robin, nearest first; `similarity`: the highest similarities over all targets.
+    mining_rank: Literal["similarity", "per_target", "uncertainty"] = "uncertainty"
+    # `pool`: the kept neighbours hold PASS and defect rows in the pool's shares; `none`: whatever they carry.
+    mining_label_balance: Literal["none", "pool"] = "pool"
+    # At most this many mined rows of one pool board (its boardname, else its test directory); null: no cap.
+    mining_max_per_board: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] | None = None
+    # This share of the mined rows is random pool rows (stratified PASS/defect) instead of neighbours: coverage.
+    mining_explore_share: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
     # `random`: each iteration also trains a control on the previous set plus as many random pool rows as the
     # loop added (same recipe, same warm start), scored on the confirm part. Opt-in: it doubles the training.
     control: Literal["none", "random"] = "none"

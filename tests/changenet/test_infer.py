@@ -92,8 +92,9 @@ def test_embed_writes_unit_rows_and_an_index(trained: Workspace, run_cli) -> Non
     assert embeddings.shape[0] == len(input_rows) and embeddings.shape[1] > 1
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     columns, rows = read_csv(trained.results / "embed" / "embeddings_index.csv")
-    assert columns == ["row_index", *input_columns]
+    assert columns == ["row_index", *input_columns, "siamese_score"]
     assert [int(row["row_index"]) for row in rows] == list(range(len(input_rows)))
+    assert all(0.0 <= float(row["siamese_score"]) <= 1.0 for row in rows)
     assert [row["input_path"] for row in rows] == [row["input_path"] for row in input_rows]
 
 

@@ -104,6 +104,22 @@ def test_far_at_recall_without_any_threshold_is_refused(make_run, tmp_path: Path
     assert "needs the operating threshold" in str(run.refused("baseline", "evaluate", fields))
 
 
+def test_the_rows_each_mining_rule_picked_are_recorded(make_run, tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    _until_mining(run)
+    fields = {**run.mining_fields("iter1"), "mining_picked_by_rule": {"neighbour": 2, "explore": 1}}
+    run.commit("iter1", "data_mining", fields)
+    assert run.state["iterations"]["iter1"]["mining_picked_by_rule"] == {"neighbour": 2, "explore": 1}
+
+
+@pytest.mark.parametrize("picked", [{"neighbour": -1}, {"explore": 1.5}, [2, 1], {"neighbour": True}])
+def test_a_bad_count_per_mining_rule_is_refused(make_run, tmp_path: Path, picked: Any) -> None:
+    run = make_run(tmp_path)
+    _until_mining(run)
+    fields = {**run.mining_fields("iter1"), "mining_picked_by_rule": picked}
+    assert "is not a count per rule" in str(run.refused("iter1", "data_mining", fields))
+
+
 @pytest.mark.parametrize(
     "change",
     [{"name": "accuracy"}, {"unit": "fraction"}, {"value": "low"}, {"value": None}],

@@ -94,6 +94,10 @@ def test_the_loop_adds_sdg_and_mined_rows_each_iteration_and_hands_off(
     report = (results / "run_loop" / "run_report.html").read_text()
     assert "<svg" in report and "iter2" in report and "http" not in report
     assert "Forced FAR (%)" in report  # the RCA's per-type gaps reach the report
+    for label in ("iter1", "iter2"):  # the mining rules' picks are recorded and shown
+        entry = state["iterations"][label]
+        assert sum(entry["mining_picked_by_rule"].values()) == entry["mining_mined_count"]
+    assert "mined_neighbour" in report and "mined_explore" in report
     # the warm start: iter2 trains from iter1's best checkpoint
     spec = (results / "run_loop" / "iter2" / "iter2_spec.yaml").read_text()
     assert state["iterations"]["iter1"]["best_ckpt_path"] in spec

@@ -7,7 +7,8 @@ GPU; the head and the scores stay fp32). `inference.csv` holds every input colum
 holds TAO's `test_acc`, `test_fpr`, `test_fnr`, `defect_acc` (percent of all rows, at `eval_margin`) and the
 FAR at `reference.recall_pct` defect recall. `embeddings.npy` holds the L2-normalised pair descriptor (test
 image appearance and its difference from the golden, `ChangeNetClassifier.describe`) of every row, and
-`embeddings_index.csv` maps its rows (0-based `row_index`) back to the input columns.
+`embeddings_index.csv` maps its rows (0-based `row_index`) back to the input columns, with each row's
+`siamese_score` from the same forward pass.
 """
 
 from __future__ import annotations
@@ -355,8 +356,13 @@ def run_embed(job: ScoringJob, status: StatusLog) -> Path:
     buffer = _npy_bytes(result.embeddings)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer)
-    index_rows = [dict(row, row_index=str(i)) for i, row in enumerate(job.dataset.rows)]
-    write_dataset_csv(job.spec.results_dir / EMBEDDINGS_INDEX, ["row_index", *job.dataset.columns], index_rows)
+    # The score of the same forward pass: mining ranks a target's neighbours by how wrong the model is on them.
+    index_rows = [
+        {**row, "row_index": str(i), SCORE_COLUMN: repr(float(score))}
+        for i, (row, score) in enumerate(zip(job.dataset.rows, result.scores, strict=True))
+    ]
+    columns = ["row_index", *(c for c in job.dataset.columns if c != SCORE_COLUMN), SCORE_COLUMN]
+    write_dataset_csv(job.spec.results_dir / EMBEDDINGS_INDEX, columns, index_rows)
     status.write(RUNNING, f"Embeddings written to {path}.", rows=len(index_rows), dim=int(result.embeddings.shape[1]))
     return path
 

@@ -67,7 +67,7 @@ _KNN_SUMMARY_COLUMNS = (
     "below_target_cut",
     "over_pool_budget",
 )
-_CANDIDATE_COLUMNS = ("pool_row", "pool_filepath", "label", "target_row", "similarity", "decision")
+_CANDIDATE_COLUMNS = ("pool_row", "pool_filepath", "label", "target_row", "similarity", "decision", "rule")
 
 
 # ------------------------------------------------------------------------------------------- selection
@@ -75,11 +75,13 @@ _CANDIDATE_COLUMNS = ("pool_row", "pool_filepath", "label", "target_row", "simil
 
 @dataclass(frozen=True)
 class Candidate:
-    """A pool row near the targets: its best similarity and the target (0-based) that reached it."""
+    """A pool row near the targets: its best similarity and the target (0-based) that reached it; `rule` names
+    what kept it (`core.mining_rules`: a target's neighbour or an exploration row), empty before the rules."""
 
     pool_index: int
     target_index: int
     similarity: float
+    rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -446,6 +448,7 @@ def _candidate_rows(pool: ResolvedPool, selection: Selection) -> Iterable[dict[s
             "target_row": str(candidate.target_index + 1),
             "similarity": f"{candidate.similarity:.6f}",
             "decision": outcome,
+            "rule": candidate.rule,
         }
 
 

@@ -60,15 +60,17 @@ class CutCounts:
     min_z: float | None
     floor_range: tuple[float, float] | None
 
+    def calibrated_text(self) -> str | None:
+        """What the calibrated cut removed, None without one."""
+        if self.min_z is None or self.floor_range is None:
+            return None
+        low, high = self.floor_range
+        return f"calibrated cut (z >= {self.min_z:g}, floors {low:.4f}-{high:.4f}) removed {self.below_target_cut}"
+
     def text(self) -> str:
-        parts = []
-        if self.min_z is not None and self.floor_range is not None:
-            low, high = self.floor_range
-            parts.append(
-                f"calibrated cut (z >= {self.min_z:g}, floors {low:.4f}-{high:.4f}) removed {self.below_target_cut}"
-            )
-        parts.append(f"pool budget removed {self.over_pool_budget}")
-        return ", ".join(parts)
+        calibrated = self.calibrated_text()
+        budget = f"pool budget removed {self.over_pool_budget}"
+        return f"{calibrated}, {budget}" if calibrated else budget
 
 
 def apply_cuts(

@@ -53,7 +53,7 @@ STAGE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "mining_knn_log",
             "mining_mined_count",
         ),
-        (),
+        ("mining_picked_by_rule",),
     ),
     Stage.DATA_MERGE: (("combined_training_csv", "provenance_csv", "merge_validation_report"), ()),
     Stage.LOOP_STOP: (("stop_reason", "best_model_json", "inference_spec"), ()),
@@ -359,6 +359,12 @@ def _row_count(where: str, value: object) -> list[Problem]:
     return [Problem(where, f"{value!r} is not a row count", "pass the number of rows of mined.csv")]
 
 
+def _counts_by_name(where: str, value: object) -> list[Problem]:
+    if isinstance(value, dict) and all(isinstance(k, str) and _row_count(where, v) == [] for k, v in value.items()):
+        return []
+    return [Problem(where, f"{value!r:.80} is not a count per rule", "pass {rule name: rows it picked}")]
+
+
 def _labels(where: str, value: object) -> list[Problem]:
     if isinstance(value, list) and all(isinstance(item, str) and item.strip() for item in value):
         return []
@@ -384,5 +390,6 @@ _VALUE_CHECKS: dict[str, Callable[[str, object], list[Problem]]] = {
     "rca_threshold": _finite_number,
     "rca_target_defects": _labels,
     "mining_mined_count": _row_count,
+    "mining_picked_by_rule": _counts_by_name,
     "stop_reason": _one_of(*STOP_REASONS),
 }

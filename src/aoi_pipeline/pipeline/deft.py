@@ -19,7 +19,6 @@ from typing import Any
 from aoi_pipeline.core import (
     assembly,
     mining,
-    mining_cut,
     mining_knn,
     mining_ledger,
     pool_budget,
@@ -28,7 +27,6 @@ from aoi_pipeline.core import (
     sdg_ingest,
 )
 from aoi_pipeline.core.dataset import DatasetCsv, read_dataset_csv, write_dataset_csv
-from aoi_pipeline.core.leakage import CsvInRoot
 from aoi_pipeline.core.mining_pool import ResolvedPool, resolve_mining_pool, write_resolved_pool
 from aoi_pipeline.core.spec import Spec
 from aoi_pipeline.core.spec.yaml_io import dump_spec, load_spec
@@ -36,10 +34,11 @@ from aoi_pipeline.core.stages import BASELINE, LoopStep, Stage, iteration_number
 from aoi_pipeline.core.state import StageCommit, commit_stage, next_stage, read_state, record_run_fact
 from aoi_pipeline.core.state_entries import IterationEntry, iteration_entries, iteration_entry
 from aoi_pipeline.errors import DatasetError, StateError
+from aoi_pipeline.pipeline import mining_choice
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.hard_stop import record_stage_failure
 from aoi_pipeline.pipeline.job_runner import require_success, set_aside
-from aoi_pipeline.pipeline.kpi_parts import protected_kpi, validate_training_csv
+from aoi_pipeline.pipeline.kpi_parts import validate_training_csv
 from aoi_pipeline.pipeline.run_specs import training_spec, with_train_csv
 from aoi_pipeline.pipeline.run_steps import trained_checkpoint_fields
 from aoi_pipeline.pipeline.study import trial_counts
@@ -255,14 +254,9 @@ def _select_mined(
     ctx: RunContext, pool: ResolvedPool, indices: Any, sims: Any, ledger: mining_ledger.MiningLedger, number: int
 ) -> Any:
     """The k-NN candidates kept: similar enough, never leaking into validation/KPI, never mined before."""
-    images = ctx.workspace.images_dir
-    protected = [
-        CsvInRoot(read_dataset_csv(ctx.workspace.validation_csv), images),
-        protected_kpi(ctx),
-    ]
     excluded = mining.leak_exclusions(
         pool,
-        protected=protected,
+        protected=mining_choice.protected_sources(ctx),
         lights=ctx.dataset.lights,
         image_ext=ctx.image_ext,
         candidates={int(index) for index in indices.ravel()},
@@ -276,16 +270,6 @@ def _select_mined(
         history=ledger.mined_keys(before_iteration=number),
         pool_keys=mining.pool_keys(pool),
     )
-
-
-def _cut(ctx: RunContext, selection: Any, targets: Any, pool: Any) -> tuple[Any, mining_cut.CutCounts]:
-    """The calibrated per-target cut (`deft.mining_min_z`) and the pool budget's limit on kept rows."""
-    floors = None
-    if ctx.deft.mining_min_z is not None:
-        mean, std = mining_cut.pool_similarity_moments(targets, pool, chunk_rows=16384)
-        floors = mining_cut.target_floors(mean, std, ctx.deft.mining_min_z)
-    left = pool_budget.rows_left(read_state(ctx.layout.root))
-    return mining_cut.apply_cuts(selection, floors=floors, max_kept=left, min_z=ctx.deft.mining_min_z)
 
 
 def run_mining(ctx: RunContext, label: str) -> dict:
@@ -307,9 +291,12 @@ def run_mining(ctx: RunContext, label: str) -> dict:
     indices, sims = mining_knn.knn_topk(target_vectors.vectors, pool_vectors.vectors, k=k, chunk_rows=16384)
     timings["knn"] = time.monotonic() - clock
     selection = _select_mined(ctx, pool, indices, sims, ledger, number)
-    clock = time.monotonic()
-    selection, cuts = _cut(ctx, selection, target_vectors.vectors, pool_vectors.vectors)
-    timings["calibrated_cut"] = time.monotonic() - clock
+    history = ledger.mined_keys(before_iteration=number)
+    choice = mining_choice.choose(
+        ctx, label, selection, indices, pool=pool, targets=target_vectors, pool_vectors=pool_vectors, history=history
+    )
+    selection = choice.selection
+    timings.update(choice.timings)
     rows = mining.mined_rows(pool, selection)
     run = mining.MiningRun(
         iteration=number,
@@ -325,7 +312,7 @@ def run_mining(ctx: RunContext, label: str) -> dict:
     summary = (
         f"Mining: mined={len(rows)} pool images for {len(targets)} targets "
         f"(similarity cut {selection.similarity_threshold} removed {selection.rejected_by_similarity}, "
-        f"already mined {selection.already_mined}, leak-excluded {selection.excluded_leak}; {cuts.text()})"
+        f"already mined {selection.already_mined}, leak-excluded {selection.excluded_leak}; {choice.text})"
     )
     fields = {
         **{name: str(path) for name, path in outputs.items()},
@@ -335,6 +322,7 @@ def run_mining(ctx: RunContext, label: str) -> dict:
         "mining_target_log": str(logs["targets"]),
         "mining_source_log": str(logs["pool"]),
         "mining_mined_count": len(rows),
+        **mining_choice.rule_fields(choice),
     }
     return _commit(ctx, label, Stage.DATA_MINING, started, summary, fields)
 
@@ -490,7 +478,8 @@ def report_extras(ctx: RunContext) -> dict[str, Any]:
         if entry.mining_mined_count is not None or entry.anomalygen_sdg_csv:
             sdg = entry.anomalygen_sdg_csv
             generated = len(_read_rows(Path(sdg))) if sdg and Path(sdg).exists() else 0
-            counts[label] = {"sdg_generated": generated}
+            picked = state["iterations"][label].get("mining_picked_by_rule") or {}
+            counts[label] = {"sdg_generated": generated, **{f"mined_{rule}": n for rule, n in picked.items()}}
             mined_total += entry.mining_mined_count or 0
     extras: dict[str, Any] = {
         "training_rows_by_source": growth,

@@ -53,6 +53,10 @@ def state_config(ctx: RunContext) -> dict[str, Any]:
             "metric": "cosine",
             "min_similarity": ctx.deft.min_similarity,
             "history_aware": {"enabled": True, "identity": "filepath"},
+            "rank": ctx.deft.mining_rank,
+            "label_balance": ctx.deft.mining_label_balance,
+            "max_per_board": ctx.deft.mining_max_per_board,
+            "explore_share": ctx.deft.mining_explore_share,
         },
     }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aoi_pipeline.approval import plan_hash as hash_of_plan
-from aoi_pipeline.config import AutomlSettings, PipelineConfig
+from aoi_pipeline.config import AutomlSettings, DeftSettings, PipelineConfig
 from aoi_pipeline.core.files import sha256_file
 from aoi_pipeline.core.metric_contract import MetricContract
 from aoi_pipeline.core.metric_target import render_target
@@ -310,6 +310,7 @@ def phase2_lines(facts: PlanFacts) -> list[str]:
         ("Num SDG (per iteration)", f"{deft.num_sdg}, split over the RCA's types by their cost"),
         ("Mining top-K (per target)", str(deft.top_k_per_target)),
         ("Mining cutoff", _cut_text(deft.min_similarity, deft.mining_min_z)),
+        ("Mining selection", _selection_text(deft)),
         ("Compute / GPUs", _compute_text(facts)),
         ("Resuming", resuming),
         ("Baseline", baseline),
@@ -333,6 +334,20 @@ def _cut_text(min_similarity: float, min_z: float | None) -> str:
     if min_z is None:
         return fixed
     return f"{fixed} and >= {min_z:g} standard deviations above the target's mean similarity to the pool"
+
+
+def _selection_text(deft: DeftSettings) -> str:
+    rank = {
+        "uncertainty": "round robin over the targets, the neighbours the model gets most wrong first",
+        "per_target": "round robin over the targets, nearest first",
+        "similarity": "highest similarity over all targets",
+    }[deft.mining_rank]
+    parts = [rank, "PASS/defect in the pool's shares" if deft.mining_label_balance == "pool" else "any labels"]
+    if deft.mining_max_per_board:
+        parts.append(f"at most {deft.mining_max_per_board} per board")
+    if deft.mining_explore_share:
+        parts.append(f"{deft.mining_explore_share:.0%} random pool rows for coverage")
+    return "; ".join(parts)
 
 
 def _compute_text(facts: PlanFacts) -> str:
