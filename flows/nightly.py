@@ -27,7 +27,7 @@ from prefect.states import Cancelled
 from aoi_pipeline.approval import ApprovalRecord, record_from_preapproval, rejection_message
 from aoi_pipeline.config import PipelineConfig
 from aoi_pipeline.core.lock import WorkspaceLock, live_holder
-from aoi_pipeline.core.nightly_changes import Changes, compare, read_snapshot, write_snapshot
+from aoi_pipeline.core.nightly_changes import Changes, Snapshot, compare, read_snapshot, write_snapshot
 from aoi_pipeline.core.nightly_history import (
     EXPIRED,
     FAILED,
@@ -153,14 +153,12 @@ def deft_nightly(
             policy_hash=approval.plan_hash,
         )
     try:
-        fields = _train(tonight, budget, approval, deployed, changes)
+        return _train(tonight, budget, approval, deployed, (changes, current))
     except WorkspaceLockedError as error:
         return tonight.record(SKIPPED_BUSY, reason=error.render())
     except Exception as error:
         tonight.record(FAILED, reason=str(error).splitlines()[0], kpi_before=figure, policy_hash=approval.plan_hash)
         raise
-    write_snapshot(nightly_dir(config), current)
-    return tonight.record(TRAINED, policy_hash=approval.plan_hash, **fields)
 
 
 def _busy(config: PipelineConfig) -> str:
@@ -199,9 +197,15 @@ def _approval(config: PipelineConfig, proposed: NightlyPolicy, verdict: Standing
 
 
 def _train(
-    tonight: _Night, budget: NightlyBudget, approval: ApprovalRecord, deployed: DeployedModel, changes: Changes
+    tonight: _Night,
+    budget: NightlyBudget,
+    approval: ApprovalRecord,
+    deployed: DeployedModel,
+    seen: tuple[Changes, Snapshot],
 ) -> dict[str, Any]:
-    """Run the night's DEFT loop from the deployed model; promote on evidence; the history row's fields."""
+    """Run the night's DEFT loop from the deployed model, promote on evidence, record the night (and the
+    snapshot it trained on) and render the run report with the history; returns the history row."""
+    changes, current = seen
     config = night_config(tonight.config, budget)
     report = preflight(config, tonight.name)
     if not report.ok:
@@ -222,20 +226,24 @@ def _train(
             promote(config, layout, deployed)
     published = publish_deliverable(config, layout) if version is not None else None
     drift = drift_of(layout, changes, deployed)
-    return {
-        "reason": f"new rows: {changes.rows_added()}"
-        + (f"; published to {published['destination']}" if published else ""),
-        "rows_added": changes.rows_added(),
-        "kpi_before": verdict.deployed_value,
-        "kpi_after": verdict.candidate_value,
-        "promoted": verdict.promotion.promote,
-        "promotion_reason": verdict.promotion.reason,
-        "jobs": counter.jobs,
-        "gpu_hours": counter.gpu_hours,
-        "drift": "" if drift is None else drift.describe(),
-        "run_dir": str(layout.root),
-        "handoff_version": version,
-    }
+    write_snapshot(nightly_dir(tonight.config), current)
+    row = tonight.record(
+        TRAINED,
+        policy_hash=approval.plan_hash,
+        reason=_train_reason(changes, published),
+        rows_added=changes.rows_added(),
+        kpi_before=verdict.deployed_value,
+        kpi_after=verdict.candidate_value,
+        promoted=verdict.promotion.promote,
+        promotion_reason=verdict.promotion.reason,
+        jobs=counter.jobs,
+        gpu_hours=counter.gpu_hours,
+        drift="" if drift is None else drift.describe(),
+        run_dir=str(layout.root),
+        handoff_version=version,
+    )
+    publish_report(ctx)  # now with tonight's row in the history section
+    return row
 
 
 def _train_reason(changes: Changes, published: dict[str, Any] | None) -> str:

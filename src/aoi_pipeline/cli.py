@@ -459,6 +459,46 @@ def _add_platform_commands(subcommands: argparse._SubParsersAction) -> None:
     register.set_defaults(handler=_blocks_register)
 
 
+def _nightly(args: argparse.Namespace) -> int:
+    from aoi_pipeline.config import load_config
+    from aoi_pipeline.core.nightly_history import read_history, render_history
+    from aoi_pipeline.core.nightly_policy import read_policy_approval, revoke_policy
+    from aoi_pipeline.pipeline.nightly import nightly_dir
+
+    where = nightly_dir(load_config(args.config))
+    if args.nightly_command == "history":
+        nights = read_history(where)[-args.limit :] if args.limit else read_history(where)
+        print(json.dumps([night.to_dict() for night in nights], indent=2) if args.json else render_history(nights))
+        return EXIT_OK
+    if args.nightly_command == "revoke":
+        revoked = revoke_policy(where, by=args.reviewer, reason=args.reason)
+        print(f"Revoked nightly policy {revoked.policy_hash}: the next night waits for a person to approve a policy")
+        return EXIT_OK
+    approval = read_policy_approval(where)
+    if approval is None:
+        print("No nightly policy is approved: the next night pauses on the gate; approving it approves the policy.")
+        return EXIT_OK
+    state = "REVOKED" if approval.revoked else "approved"
+    print(f"Nightly policy {approval.policy_hash}: {state} by {approval.reviewer} at {approval.decided_at}")
+    print(approval.policy.describe())
+    return EXIT_OK
+
+
+def _add_nightly_command(subcommands: argparse._SubParsersAction) -> None:
+    nightly = subcommands.add_parser("nightly", help="the nightly DEFT runs: their policy and history")
+    commands = nightly.add_subparsers(dest="nightly_command", required=True, metavar="{history,policy,revoke}")
+    history = commands.add_parser("history", help="one line per night: decision, rows added, KPI, promotion")
+    history.add_argument("--limit", type=int, default=0, help="only the last N nights")
+    history.add_argument("--json", action="store_true", help="the rows as JSON")
+    commands.add_parser("policy", help="the approved nightly policy (platform, images, target, budget)")
+    revoke = commands.add_parser("revoke", help="revoke the nightly policy: the next night waits for a person")
+    revoke.add_argument("--reviewer", required=True, help="who revokes (recorded)")
+    revoke.add_argument("--reason", default="", help="why (recorded)")
+    for command in (history, revoke, commands.choices["policy"]):
+        command.add_argument("--config", type=Path, required=True, help="pipeline.yaml of the nightly deployment")
+        command.set_defaults(handler=_nightly)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -473,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs_command(subcommands)
     _add_publish_command(subcommands)
     _add_platform_commands(subcommands)
+    _add_nightly_command(subcommands)
     return parser
 
 

@@ -178,6 +178,8 @@ def test_four_nights_on_a_standing_policy(
     handoff = json.loads((run_dir / "best_model.json").read_text())
     assert handoff["nightly"]["promoted"] is night1["promoted"]
     assert handoff["nightly"]["reason"] == night1["promotion_reason"]
+    report = (run_dir / "run_report.html").read_text()
+    assert '<section id="nightly">' in report and "nightly_0" in report and "nightly_1" in report
     state = json.loads((run_dir / "deft_state.json").read_text())
     assert state["iterations"]["baseline"]["source"] == "automl_phase1"  # pre-seeded, not retrained
     if night1["promoted"]:
@@ -231,3 +233,19 @@ def test_four_nights_on_a_standing_policy(
     rows = _history(results)
     assert rows[1]["kpi_before"] is not None and rows[1]["kpi_after"] is not None
     assert rows[4]["reason"] == "Rejected by bob: not this image"
+    assert [row["night"] for row in _history_artifact()] == [night for night, _ in decisions]
+
+
+def _history_artifact() -> list[dict[str, Any]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        (latest,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["aoi-nightly-history"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    data = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
+    return list(data)

@@ -76,6 +76,8 @@ class RunFacts:
     deft_extras: Mapping[str, Any] | None = None  # `core.report` extras (rows by source, RCA gaps, counts)
     handoff: Mapping[str, Any] | None = None  # best_model.json
     handoff_path: str | None = None
+    # A nightly run's history (`core.nightly_history.history_table` rows, oldest first); empty in a manual run.
+    nightly_history: Sequence[Mapping[str, Any]] = ()
 
 
 SectionBody = Callable[[RunFacts], "str | None"]
@@ -344,6 +346,21 @@ def _facts_list(rows: Sequence[tuple[str, str]]) -> str:
 
 
 #: The page's sections in order (see the module docstring to add one).
+def _nightly_history(facts: RunFacts) -> str | None:
+    """One row per night (this run's highlighted), and whether this night replaced the deployed model."""
+    if not facts.nightly_history:
+        return ""  # a manual run: no nightly section
+    head = list(facts.nightly_history[0])
+    rows = [[str(row.get(column, "")) for column in head] for row in facts.nightly_history]
+    mine = [row.get("night") == facts.run_name for row in facts.nightly_history]
+    verdict = (facts.handoff or {}).get("nightly")
+    lead = ""
+    if isinstance(verdict, Mapping):
+        outcome = "promoted (a new handoff version)" if verdict.get("promoted") else "kept the deployed model"
+        lead = f"<p>This night {html_text(outcome)}: {html_text(verdict.get('reason', ''))}</p>\n"
+    return lead + html_table(head, rows, highlight=mine)
+
+
 SECTIONS: tuple[Section, ...] = (
     Section("summary", "The run at a glance", _summary),
     Section("approval", "Pre-flight plan and approval", _plan_and_approval),
@@ -351,4 +368,5 @@ SECTIONS: tuple[Section, ...] = (
     Section("phase2", "Phase 2: DEFT loop", _phase2),
     Section("phase3", "Phase 3: AutoML refinement", _phase3),
     Section("handoff", "Final handoff", _handoff),
+    Section("nightly", "Nightly history", _nightly_history),
 )

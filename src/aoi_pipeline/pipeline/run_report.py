@@ -15,6 +15,7 @@ from typing import Any
 
 from aoi_pipeline.core.files import atomic_write_text
 from aoi_pipeline.core.metric_contract import MetricContract
+from aoi_pipeline.core.nightly_history import history_table, read_history
 from aoi_pipeline.core.run_report import (
     AUTOML_PHASES,
     LEGACY_REPORT_FILE,
@@ -29,6 +30,7 @@ from aoi_pipeline.errors import AoiPipelineError, StateError
 from aoi_pipeline.pipeline import deft
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.layout import PipelineRecord, RunLayout
+from aoi_pipeline.pipeline.nightly import NIGHTLY_DIR
 from aoi_pipeline.pipeline.study import objective_name
 from aoi_pipeline.pipeline.trials import TRIAL_FILE, read_outcome
 
@@ -58,6 +60,7 @@ def gather_run_facts(
         deft_extras=extras or None,
         handoff=_json(layout.best_model),
         handoff_path=str(layout.best_model),
+        nightly_history=_nightly_rows(layout),
     )
 
 
@@ -79,6 +82,14 @@ def refresh_run_report(ctx: RunContext) -> Path:
     extras = deft.report_extras(ctx) if state_path(ctx.layout.root).exists() else None
     objective = objective_name(ctx.contract.recall_target_pct)
     return write_run_report(ctx.layout, objective=objective, deft_extras=extras)
+
+
+def _nightly_rows(layout: RunLayout) -> tuple[dict[str, Any], ...]:
+    """The nightly history beside a nightly run (`<results root>/nightly/`); empty for a manual run."""
+    handoff = _json(layout.best_model) or {}
+    if "nightly" not in handoff and not layout.root.name.startswith("nightly_"):
+        return ()
+    return tuple(history_table(read_history(layout.root.parent / NIGHTLY_DIR)))
 
 
 def _trials(layout: RunLayout, phase: str) -> tuple[TrialFacts, ...]:
