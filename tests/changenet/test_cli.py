@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,23 @@ def test_status_lines_follow_tao(trained: Workspace) -> None:
         assert 0.0 <= record["kpi"]["val_acc"] <= 100.0
     progress = [r for r in records if r["message"] == "Training loop in progress"]
     assert [r["epoch"] for r in progress] == [0, 1]
+    # Beside TAO's whole-second `time`: a UTC timestamp precise enough to time a job's start-up, in order.
+    stamps = [datetime.fromisoformat(record["timestamp"]) for record in records]
+    assert all(stamp.utcoffset() == timedelta(0) for stamp in stamps)
+    assert stamps == sorted(stamps)
+    assert stamps[0].replace(microsecond=0, tzinfo=None) <= datetime.now(UTC).replace(tzinfo=None)
+
+
+def test_scoring_dates_its_start_before_its_result(trained: Workspace, run_cli, tmp_path: Path) -> None:
+    checkpoint = trained.results / "train" / LATEST
+    code, _, _ = run_cli(
+        "inference", "-e", trained.spec_path, f"inference.checkpoint={checkpoint}", f"inference.results_dir={tmp_path}"
+    )
+    assert code == 0
+    records = status_records(tmp_path)
+    assert [record["status"] for record in records] == ["STARTED", "RUNNING", "SUCCESS"]
+    assert records[0]["message"] == "Starting inference."
+    assert records[0]["timestamp"] <= records[1]["timestamp"]
 
 
 def test_unhonoured_keys_give_one_warning(workspace: Workspace, run_cli) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from aoi_pipeline.changenet.runtime_spec import ACTIONS, RuntimeSpec, read_runtime_spec, warning_message
-from aoi_pipeline.changenet.status_writer import FAILURE, SUCCESS, StatusLog, status_line
+from aoi_pipeline.changenet.status_writer import FAILURE, STARTED, SUCCESS, StatusLog, status_line
 from aoi_pipeline.errors import AoiPipelineError
 
 EXIT_OK = 0
@@ -148,6 +148,8 @@ def _execute(spec: RuntimeSpec, job: object, status: StatusLog, warning: str | N
         return SUCCESS_MESSAGES["train"]
     from aoi_pipeline.changenet import infer
 
+    # Scoring writes no line until it is done; this one dates the end of the process's start-up (imports).
+    status.write(STARTED, f"Starting {spec.action}.")
     runner = {"inference": infer.run_inference, "evaluate": infer.run_evaluate, "embed": infer.run_embed}
     result = runner[spec.action](job, status)  # type: ignore[arg-type]
     log.info("%s: %s", spec.action, json.dumps(result) if isinstance(result, dict) else result)

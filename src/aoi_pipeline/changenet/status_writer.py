@@ -4,14 +4,16 @@ TAO's status logger writes `date` (M/D/YYYY), `time` (H:M:S), `status` (STARTED,
 `verbosity` and `message`, plus `epoch`/`max_epoch`, `time_per_epoch`/`eta` and a `kpi` object where they
 apply. The pipeline's job layer reads these lines to follow progress and to tell a failed job from a finished
 one, so the reference runtime writes the same fields; `epoch` is TAO's count of completed epochs (1-based),
-while checkpoint file names carry the 0-based epoch index, as TAO's do.
+while checkpoint file names carry the 0-based epoch index, as TAO's do. Each line also carries `timestamp`
+(ISO 8601, UTC, microseconds): TAO's `time` has whole seconds only, too coarse to tell a job's start-up
+(imports, CUDA initialisation) from its work; readers that know only TAO's fields ignore it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +31,7 @@ def status_line(status: str, message: str, **fields: Any) -> dict[str, Any]:
         status=status,
         verbosity="INFO",
         message=message,
+        timestamp=now.astimezone(UTC).isoformat(),
     )
     if "kpi" in record:
         record["kpi"] = {key: _finite_or_none(value) for key, value in record.pop("kpi").items()}
