@@ -168,13 +168,16 @@ def write_night_pool(layout: RunLayout, pool: ResolvedPool, changes: Changes) ->
     rows = [row for row, digest in zip(pool.rows, hashes, strict=True) if digest in changes.new_pool] or list(pool.rows)
     path = layout.root / "inputs" / NIGHT_POOL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["filepath", "golden_path", "label", "object_name"]
+    # Every original column stays (board names, input_path for the board); `filepath` and `golden_path` become
+    # absolute files, which the pool reader takes first, wherever this CSV lives.
+    columns = [column for column in pool.columns if column != "golden_filepath"]
+    if "golden_path" not in columns:
+        columns.append("golden_path")
     out = [
         {
+            **{column: row.get(column, "") for column in columns},
             "filepath": os.path.join(pool.images_root, row["filepath"]),
             "golden_path": os.path.join(pool.images_root, row["golden_filepath"]) if row["golden_filepath"] else "",
-            "label": row["label"],
-            "object_name": row.get("object_name", ""),
         }
         for row in rows
     ]
