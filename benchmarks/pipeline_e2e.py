@@ -257,6 +257,23 @@ def stop_server(out: Path) -> None:
 # -- the report, detaching and polling
 
 
+def rescore_deliverable(out: Path, folder: Path) -> Path | None:
+    """Score the run's KPI set with the deliverable's inference spec alone, in a fresh runtime process."""
+    target = out / "deliverable_check"
+    if (target / "inference.csv").is_file():
+        return target / "inference.csv"
+    env = child_env(out)
+    beside = Path(sys.executable).with_name("aoi-changenet")
+    program = str(beside) if beside.is_file() else shutil.which("aoi-changenet", path=env["PATH"])
+    if program is None:
+        return None
+    command = [program, "inference", "-e", str(folder / "inference_spec.yaml")]
+    command += [f"inference.results_dir={target}", f"results_dir={target}"]
+    with (out / "deliverable_check.log").open("w", encoding="utf-8") as log:
+        done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    return target / "inference.csv" if done.returncode == 0 else None
+
+
 def write_report(out: Path) -> Path | None:
     """Analyse the run, copy the deliverable, print and store the report; the deliverable folder or None."""
     run_dir = run_dir_of(out)
@@ -266,6 +283,8 @@ def write_report(out: Path) -> Path | None:
     data = report.build(out, run_dir)
     folder = report.collect_deliverable(run_dir, out) if finished(out) else None
     data["deliverable_dir"] = None if folder is None else str(folder)
+    scored = rescore_deliverable(out, folder) if folder is not None else None
+    data["rescored"] = None if scored is None else report.rescored(run_dir, scored)
     (out / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     lines = report.markdown(data)
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

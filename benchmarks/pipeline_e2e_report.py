@@ -11,6 +11,7 @@ pipeline's own in-process stages (RCA, k-NN mining, assembly, KPI evaluation) an
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from aoi_pipeline.core.far import ScoredRows, far_at_recall, read_scored_csv
+from aoi_pipeline.core.kpi_split import board_of
 
 PHASES = ("phase1", "handoff_1_2", "phase2", "phase3", "handoff")
 DELIVERABLE_DIR = "deliverable"
@@ -281,6 +283,26 @@ def collect_deliverable(run_dir: Path, out: Path) -> Path | None:
     return target
 
 
+def rescored(run_dir: Path, inference_csv: Path) -> dict[str, Any] | None:
+    """The deliverable's contract figure from `inference_csv` (the KPI set scored with its inference spec alone),
+    on the run's confirm boards, beside the figure `best_model.json` states."""
+    best = read_json(run_dir / "best_model.json")
+    state = read_json(run_dir / "deft_state.json")
+    if best is None or state is None or not inference_csv.is_file():
+        return None
+    split = state.get("kpi_split") or {}
+    confirm = set(split.get("confirm_boards") or [])
+    with inference_csv.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if not confirm or board_of(row) in confirm]
+    scored = ScoredRows(tuple(row["label"] for row in rows), np.array([float(row["siamese_score"]) for row in rows]))
+    recall = float(best["metric_contract"]["evaluator"]["parameters"]["recall_target_pct"])
+    return {
+        "rows": len(rows),
+        "rescored_pct": round(far_at_recall(scored, recall).far_pct, 3),
+        "best_model_pct": round(float(best["metric_result"]["value"]), 3),
+    }
+
+
 # -- the whole report
 
 GOAL_OVERHEAD_PCT = 2.0
@@ -380,4 +402,10 @@ def markdown(data: dict[str, Any]) -> list[str]:
             f"({best['confirm_boards']} boards; steer part {_cell(best['steer_pct'], ' %')}), "
             f"target {'met' if best['passed'] else 'not met'}",
         ]
+    check = data.get("rescored")
+    if check is not None:
+        lines.append(
+            f"Re-scored from its inference spec alone (a new process, the whole KPI set): {check['rescored_pct']} % "
+            f"on the same {check['rows']} confirm rows (best_model.json: {check['best_model_pct']} %)"
+        )
     return [*lines, "", *goal_lines(data)]

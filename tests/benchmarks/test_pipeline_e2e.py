@@ -112,4 +112,11 @@ def test_the_smoke_mode_runs_every_phase_and_leaves_the_deliverable_in_the_folde
     assert checkpoint.stat().st_size > 0
     assert (folder / "training_spec.yaml").is_file()
     assert f"checkpoint: {checkpoint}" in (folder / "inference_spec.yaml").read_text()
+    # The deliverable's inference spec alone, in a new process, gives back the figure best_model.json states
+    # (within one PASS row: the deployment spec scores at batch 1).
+    rescored = data["rescored"]
+    assert rescored["best_model_pct"] == pytest.approx(best["metric_result"]["value"], abs=1e-3)
+    n_pass = best["metric_result"]["diagnostics"]["n_pass"]
+    assert rescored["rows"] == n_pass + best["metric_result"]["diagnostics"]["n_defect"]
+    assert rescored["rescored_pct"] == pytest.approx(rescored["best_model_pct"], abs=100.0 / n_pass + 1e-6)
     assert "Goal: whole run <= 15 min" in done.stdout
