@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from aoi_pipeline.config import DeftSettings
 from aoi_pipeline.core.far import ScoredRows, far_at_recall
+from aoi_pipeline.core.mining_rules import BALANCES, RANKS
 from deeppcb_designs import SETS, design_of
 
 HERE = Path(__file__).resolve().parent
@@ -97,6 +99,13 @@ def unit_plan(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     mined = args.added - args.sdg
     # Half a row above the count: the budget is floor(share x pool rows), and the share travels as text.
     loop = {"num_sdg": args.sdg, "share": (mined + 0.5) / pool_rows, "control": "random", "min_sim": -1.0}
+    loop["mining"] = {  # recorded with every unit's figures: which selection rules mined its rows
+        "rank": args.mining_rank,
+        "label_balance": args.label_balance,
+        "max_per_board": args.max_per_board or None,
+        "explore_share": args.explore_share,
+        "top_k": args.top_k,
+    }
     # In order of what the table needs most: the loop runs give three arms each (seed-only, loop, random).
     plan: dict[str, dict[str, Any]] = {
         f"loop_s{seed}": {**loop, "seed": seed, "ws": "full", "iterations": 1} for seed in args.seeds
@@ -136,6 +145,8 @@ def run_unit(args: argparse.Namespace, name: str, unit: dict[str, Any], deadline
         "--epochs", str(args.epochs), "--size", str(args.size), "--batch", str(args.batch), "--lr", str(args.lr),
         "--num-sdg", str(unit["num_sdg"]), "--top-k", str(args.top_k), "--min-similarity", str(unit["min_sim"]),
         "--max-pool-share", f"{unit['share']:.6f}", "--control", unit["control"], "--seed", str(unit["seed"]),
+        "--mining-rank", args.mining_rank, "--label-balance", args.label_balance,
+        "--max-per-board", str(args.max_per_board), "--explore-share", str(args.explore_share),
     ]  # fmt: skip
     log = args.out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2, 3])
     parser.add_argument("--lodo", type=lambda s: [x for x in s.split(",") if x], default=["00041", "20085"])
     parser.add_argument("--units", default="", help="only these units (comma-separated names)")
+    rules = DeftSettings()  # the mining rules of every unit that mines; the product's defaults unless given
+    parser.add_argument("--mining-rank", choices=RANKS, default=rules.mining_rank, help="deft.mining_rank")
+    parser.add_argument("--label-balance", choices=BALANCES, default=rules.mining_label_balance)
+    parser.add_argument("--max-per-board", type=int, default=rules.mining_max_per_board or 0, help="0: no cap")
+    parser.add_argument("--explore-share", type=float, default=rules.mining_explore_share)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--budget-s", type=float, default=500.0, help="stop (resumably) after this many seconds")
     parser.add_argument("--summary-only", action="store_true")

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aoi_pipeline.config import config_from_mapping
+from aoi_pipeline.config import DeftSettings, config_from_mapping
 from aoi_pipeline.core.far import far_at_recall, read_scored_csv
+from aoi_pipeline.core.mining_rules import BALANCES, RANKS
 from aoi_pipeline.core.spec.yaml_io import dump_spec
 from aoi_pipeline.core.stages import BASELINE
 from aoi_pipeline.core.state import read_state
@@ -63,6 +64,10 @@ def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
             "max_pool_share": args.max_pool_share,
             "control": args.control,
             "confirm_seeds": args.confirm_seeds,
+            "mining_rank": args.mining_rank,
+            "mining_label_balance": args.label_balance,
+            "mining_max_per_board": args.max_per_board,
+            "mining_explore_share": args.explore_share,
         },
     }
     if args.seed is not None:
@@ -155,8 +160,14 @@ def main() -> None:
     parser.add_argument("--control", choices=("none", "random"), default="random", help="deft.control")
     parser.add_argument("--confirm-seeds", type=int, default=1, help="deft.confirm_seeds")
     parser.add_argument("--seed", type=int, default=None, help="train.seed of every training (default: the spec's)")
+    rules = DeftSettings()
+    parser.add_argument("--mining-rank", choices=RANKS, default=rules.mining_rank, help="deft.mining_rank")
+    parser.add_argument("--label-balance", choices=BALANCES, default=rules.mining_label_balance)
+    parser.add_argument("--max-per-board", type=int, default=rules.mining_max_per_board, help="0: no cap")
+    parser.add_argument("--explore-share", type=float, default=rules.mining_explore_share)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    args.max_per_board = args.max_per_board or None
 
     config = config_from_mapping(pipeline_config(args))
     layout = RunLayout(config.resolved_results_root / args.run_name)
