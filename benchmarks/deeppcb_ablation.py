@@ -13,6 +13,12 @@ rows: `--added` rows (at most 25 % of the pool) on top of the seed training set.
 * `lodo_<design>`: the loop (seed 1) on a workspace without that design's training, validation and pool rows,
   scored on that design's confirm rows, against the same rows when the design was seen (`loop_s1`).
 
+Every unit that mines uses the product's mining rules (`deft.mining_rank`, `mining_label_balance`,
+`mining_max_per_board`, `mining_explore_share`: their defaults unless `--mining-rank`, `--label-balance`,
+`--max-per-board`, `--explore-share` say otherwise; recorded in each unit's settings), so "mining only" includes the
+rules' share of random exploration rows. `--mining-rank similarity --label-balance none --explore-share 0` is the
+old selection.
+
 Resumable: each unit writes `OUT/units/<unit>.json` when done and is skipped afterwards; a unit cut off by
 `--budget-s` resumes from its last committed stage (the loop's own state). `--parallel` units share the GPU.
 

@@ -24,8 +24,10 @@ import time
 
 import numpy as np
 
+from aoi_pipeline.core.mining import select
 from aoi_pipeline.core.mining_cut import pool_similarity_moments
 from aoi_pipeline.core.mining_knn import knn_topk
+from aoi_pipeline.core.mining_rules import MiningRules, PoolFacts, apply_rules
 
 _MIB = 1024 * 1024
 _BLOCK_ROWS = 4096
@@ -60,6 +62,20 @@ def _brute_force_gap(targets: np.ndarray, pool: np.ndarray, sims: np.ndarray, k:
     return gap
 
 
+def _time_rules(rng: np.random.Generator, indices: np.ndarray, sims: np.ndarray, pool_rows: int) -> float:
+    """Seconds of the candidates' selection and the default rules (`core.mining_rules`) on the k-NN result, with
+    random labels (60 % PASS), boards of 15 rows and scores, and a budget of half the candidates."""
+    keys = [f"b{i // 15}/test/T{i % 15}.png" for i in range(pool_rows)]
+    labels = np.where(rng.random(pool_rows) < 0.6, "PASS", "open").tolist()
+    boards = [key.split("/", 1)[0] for key in keys]
+    started = time.perf_counter()
+    selection = select(indices, sims, min_similarity=-1.0, excluded_pool_indices=(), history=(), pool_keys=keys)
+    facts = PoolFacts.of(labels, boards, rng.random(pool_rows), 0.5)
+    rules = MiningRules(rank="uncertainty", label_balance="pool", explore_share=0.25)
+    apply_rules(selection, indices, rules=rules, pool=facts, max_kept=selection.candidate_count // 2)
+    return time.perf_counter() - started
+
+
 def run_one(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     pool = _unit_vectors(rng, args.pool_rows, args.dim)
@@ -72,7 +88,8 @@ def run_one(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     pool_similarity_moments(targets, pool, chunk_rows=args.chunk_rows[0])
     moments_seconds = time.perf_counter() - started
-    peak = _peak_rss_mib()
+    peak = _peak_rss_mib()  # before the rules' timing, whose test lists of a million keys are not mining's memory
+    rules_seconds = _time_rules(rng, indices, sims, args.pool_rows)
     return {
         "chunk_rows": args.chunk_rows[0],
         "pool_rows": args.pool_rows,
@@ -81,6 +98,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "k": args.k,
         "knn_seconds": round(seconds, 2),
         "moments_seconds": round(moments_seconds, 2),
+        "rules_seconds": round(rules_seconds, 2),
         "pool_mib": round(pool.nbytes / _MIB, 1),
         "rss_before_knn_mib": round(rss_before, 1),
         "peak_rss_mib": round(peak, 1),
@@ -115,7 +133,7 @@ def print_table(results: list[dict]) -> None:
         f"{first['targets']:,} targets, k={first['k']}"
     )
     header = (
-        f"{'chunk_rows':>10}  {'knn s':>7}  {'moments s':>9}  {'peak RSS MiB':>12}  "
+        f"{'chunk_rows':>10}  {'knn s':>7}  {'moments s':>9}  {'rules s':>7}  {'peak RSS MiB':>12}  "
         f"{'over inputs MiB':>15}  {'estimate MiB':>12}"
     )
     print(header)
@@ -123,6 +141,7 @@ def print_table(results: list[dict]) -> None:
     for row in results:
         print(
             f"{row['chunk_rows']:>10}  {row['knn_seconds']:>7.2f}  {row['moments_seconds']:>9.2f}  "
+            f"{row['rules_seconds']:>7.2f}  "
             f"{row['peak_rss_mib']:>12.1f}  "
             f"{row['peak_over_inputs_mib']:>15.1f}  {row['chunk_estimate_mib']:>12.1f}"
         )
