@@ -50,6 +50,17 @@ def test_the_state_config_names_the_runs_inputs(workspace, layout):
     assert json.loads(json.dumps(block)) == block
 
 
+def test_the_state_config_records_the_mining_rules(workspace, layout):
+    deft = {"kpi_split": "whole_set", "mining_rank": "per_target", "mining_max_per_board": 2}
+    mining = state_config(make_context(workspace, layout, deft={**deft, "mining_explore_share": 0.1}))["mining_filter"]
+    assert (mining["rank"], mining["label_balance"], mining["max_per_board"], mining["explore_share"]) == (
+        "per_target",
+        "pool",
+        2,
+        0.1,
+    )
+
+
 def test_start_run_writes_only_the_approval_the_plan_and_the_base_spec(workspace, layout):
     approval = record_from_preapproval("a" * 16, "a" * 16, reviewer="cli --yes")
     base = set_key(baseline_spec(), "train.optim.lr", 2e-5)

@@ -230,3 +230,14 @@ def test_without_estimates_an_earlier_runs_measured_trials_give_the_minutes_per_
     # 60 s per epoch x 3 epochs = 3 min per recommendation, measured in the earlier run
     assert "t_rec = 3 min (measured in run_20200101_000000, scaled to this config's epochs" in estimate
     assert "t_iter = unknown" in estimate
+
+
+def test_the_plan_shows_the_mining_rules_and_they_change_the_plan_hash(ws: Path, preflight) -> None:
+    default = preflight(ws)
+    old = preflight(ws, deft={"mining_rank": "similarity", "mining_label_balance": "none", "mining_explore_share": 0})
+    capped = preflight(ws, deft={"mining_max_per_board": 3})
+    text = {name: "\n".join(line for s in r.sections for line in s.lines) for name, r in (("d", default), ("o", old))}
+    assert "the neighbours the model gets most wrong first" in text["d"] and "25% random pool rows" in text["d"]
+    assert "highest similarity over all targets; any labels" in text["o"] and "random pool rows" not in text["o"]
+    assert "at most 3 per board" in "\n".join(line for s in capped.sections for line in s.lines)
+    assert len({default.plan_hash, old.plan_hash, capped.plan_hash}) == 3
