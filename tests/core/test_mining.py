@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -285,6 +286,31 @@ def test_write_mining_outputs_writes_consistent_evidence_for_the_state_commit(sy
     assert (history["history_count_before"], history["selected_count"], history["cumulative_unique_count"]) == (1, 2, 3)
     log = paths["mining_knn_log"].read_text()
     assert "unique candidates: 5" in log and "time knn_topk: 0.250 s" in log
+    assert "kept: 2\n" in log  # before the selection rules, no rule named
+
+
+def test_the_mining_evidence_names_the_rule_that_kept_each_row(synth_ws, tmp_path):
+    pool = resolve_mining_pool(synth_ws / POOL, images_root=synth_ws / "images", image_ext=".png")
+    indices, sims = np.array([[3, 4, 5]]), np.array([[0.99, 0.98, 0.97]], dtype=np.float32)
+    selection = select(
+        indices, sims, min_similarity=0.0, excluded_pool_indices=(), history=(), pool_keys=pool_keys(pool)
+    )
+    ruled = dataclasses.replace(
+        selection,
+        kept=(
+            dataclasses.replace(selection.kept[0], rule="neighbour"),
+            dataclasses.replace(selection.kept[1], rule="explore"),
+            dataclasses.replace(selection.kept[2], rule="explore"),
+        ),
+    )
+    ruled = dataclasses.replace(ruled, decisions=tuple((c, KEPT) for c in ruled.kept))
+    ledger = MiningLedger(tmp_path / "mining_history.json")
+    run = MiningRun(iteration=1, target_count=1, embedding_dim=8, top_k=3)
+    rows = mined_rows(pool, ruled)
+    paths = write_mining_outputs(tmp_path / "out", run=run, pool=pool, selection=ruled, mined=rows, ledger=ledger)
+    assert "kept: 3 (1 by neighbour, 2 by explore)" in paths["mining_knn_log"].read_text()
+    candidates = read_csv_table(paths["mining_candidate_csv"], required_columns=()).rows
+    assert [row["rule"] for row in candidates] == ["neighbour", "explore", "explore"]
 
 
 def test_an_empty_selection_still_writes_a_header_only_mined_csv(ws, tmp_path):

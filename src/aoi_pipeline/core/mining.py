@@ -488,6 +488,15 @@ def _recommendation(selection: Selection, historical_rate: float) -> str | None:
     return None
 
 
+def _by_rule(selection: Selection) -> str:
+    """` (N by neighbour, M by explore)` when the selection rules named what kept each row, else nothing."""
+    counts: dict[str, int] = {}
+    for candidate in selection.kept:
+        if candidate.rule:
+            counts[candidate.rule] = counts.get(candidate.rule, 0) + 1
+    return f" ({', '.join(f'{n} by {rule}' for rule, n in counts.items())})" if counts else ""
+
+
 def _knn_log(run: MiningRun, pool: ResolvedPool, selection: Selection, summary: Mapping[str, Any]) -> str:
     lines = [
         f"k-NN mining, iteration {run.iteration}, {datetime.now(UTC).isoformat(timespec='seconds')}",
@@ -501,7 +510,7 @@ def _knn_log(run: MiningRun, pool: ResolvedPool, selection: Selection, summary: 
         f"excluded as validation/KPI samples: {selection.excluded_leak}",
         f"below their target's calibrated floor: {selection.below_target_cut}",
         f"over the pool budget: {selection.over_pool_budget}",
-        f"kept: {len(selection.kept)}",
+        f"kept: {len(selection.kept)}{_by_rule(selection)}",
         f"cumulative unique mined after this iteration: {summary['cumulative_unique_count']}",
     ]
     if selection.kept:
