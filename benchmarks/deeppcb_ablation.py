@@ -9,6 +9,8 @@ rows: `--added` rows (at most 25 % of the pool) on top of the seed training set.
   the loop added, same warm start) the random arm;
 * `mining_s<seed>`: mining only (no SDG), all `--added` rows mined;
 * `sdg_s<seed>`: SDG only (`--added` synthetic rows; the mining cut `min_similarity: 1.0` keeps no candidate);
+* `oldmining_s<seed>`: the loop with the selection before the mining rules (highest similarity first, any
+  labels, no exploration), the same seeds and rows added, no control: the rules' own effect;
 * `pool_s<seed>`: the ceiling, a baseline trained on the seed set plus the whole pool (no iteration);
 * `lodo_<design>`: the loop (seed 1) on a workspace without that design's training, validation and pool rows,
   scored on that design's confirm rows, against the same rows when the design was seen (`loop_s1`).
@@ -51,7 +53,9 @@ from deeppcb_designs import SETS, design_of
 
 HERE = Path(__file__).resolve().parent
 RECALLS = (95.0, 99.0, 100.0)
-ARMS = ("seed_only", "random", "mining", "sdg", "loop", "pool")
+ARMS = ("seed_only", "random", "mining", "sdg", "loop", "loop_old_mining", "pool")
+#: The selection before the rules of core/mining_rules.py: the highest similarities over all targets.
+OLD_MINING = {"rank": "similarity", "label_balance": "none", "max_per_board": None, "explore_share": 0.0}
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -122,6 +126,8 @@ def unit_plan(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         plan[f"sdg_s{seed}"] = {**loop, "num_sdg": args.added, "share": 1.5 / pool_rows, "control": "none"}
         plan[f"sdg_s{seed}"].update(seed=seed, ws="full", iterations=1, min_sim=1.0)
         plan[f"pool_s{seed}"] = {**loop, "seed": seed, "ws": "pool", "iterations": 0, "control": "none"}
+        plan[f"oldmining_s{seed}"] = {**loop, "seed": seed, "ws": "full", "iterations": 1, "control": "none"}
+        plan[f"oldmining_s{seed}"]["mining"] = {**loop["mining"], **OLD_MINING}
     pool_designs = [design_of(row["boardname"]) for row in read_csv(args.data.joinpath(*SETS["pool"]))[1]]
     for design in args.lodo:
         rows_left = sum(1 for d in pool_designs if d != design)  # the same mined count from a smaller pool
@@ -145,14 +151,15 @@ def run_unit(args: argparse.Namespace, name: str, unit: dict[str, Any], deadline
     if time.monotonic() > deadline - 30:
         return f"{name}: not started (budget)"
     workspace = unit_workspace(args, unit)
+    rules = unit["mining"]
     command = [
         sys.executable, str(HERE / "deeppcb_deft.py"), "--workspace", str(workspace),
         "--run-name", name, "--iterations", str(unit["iterations"]),
         "--epochs", str(args.epochs), "--size", str(args.size), "--batch", str(args.batch), "--lr", str(args.lr),
         "--num-sdg", str(unit["num_sdg"]), "--top-k", str(args.top_k), "--min-similarity", str(unit["min_sim"]),
         "--max-pool-share", f"{unit['share']:.6f}", "--control", unit["control"], "--seed", str(unit["seed"]),
-        "--mining-rank", args.mining_rank, "--label-balance", args.label_balance,
-        "--max-per-board", str(args.max_per_board), "--explore-share", str(args.explore_share),
+        "--mining-rank", rules["rank"], "--label-balance", rules["label_balance"],
+        "--max-per-board", str(rules["max_per_board"] or 0), "--explore-share", str(rules["explore_share"]),
     ]  # fmt: skip
     log = args.out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +223,8 @@ def arm_figures(units: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, An
             arms["seed_only"].append(unit["baseline"])
         if kind in ("loop", "mining", "sdg") and "iter1" in unit:
             arms[kind].append({**unit["iter1"], "added": unit.get("added")})
+        if kind == "oldmining" and "iter1" in unit:
+            arms["loop_old_mining"].append({**unit["iter1"], "added": unit.get("added")})
         if kind == "loop" and "control" in unit:
             arms["random"].append(unit["control"])
         if kind == "pool" and "baseline" in unit:
@@ -291,12 +300,12 @@ def goals(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    print(f"{'arm':10} {'n':>2} {'FAR@95 %':>15} {'FAR@99 %':>15} {'FAR@100 %':>15}  added rows / pool share %")
+    print(f"{'arm':15} {'n':>2} {'FAR@95 %':>15} {'FAR@99 %':>15} {'FAR@100 %':>15}  added rows / pool share %")
     for arm, row in summary["arms"].items():
         cells = [f"{row[k]['mean']} ± {row[k]['sd']}" for k in ("far_at_95", "far_at_99", "far_at_100")]
         n = row["far_at_99"]["n"]
         shares = row["pool_share_pct"]
-        print(f"{arm:10} {n:>2} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}  {row['added_rows']} {shares}")
+        print(f"{arm:15} {n:>2} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}  {row['added_rows']} {shares}")
 
 
 def main(argv: list[str] | None = None) -> int:
