@@ -246,12 +246,24 @@ def run_pipeline(out: Path, config_path: Path) -> int:
     return int(attempt["exit_code"])
 
 
+def _reap(pid: int) -> None:
+    with contextlib.suppress(OSError):  # not this process's child: nothing to reap
+        os.waitpid(pid, 0)
+
+
 def stop_server(out: Path) -> None:
     os.environ["AOI_PIPELINE_HOME"] = str(out / "prefect")
     from aoi_pipeline.server import stop_local_server
 
+    pid = (report.read_json(out / "prefect" / "server.json") or {}).get("pid")
+    if isinstance(pid, int):
+        # When this process started the server it is its child: reap it as soon as it ends, or its zombie would
+        # look alive to the stop's wait (30 s).
+        threading.Thread(target=_reap, args=(pid,), daemon=True).start()
+    started = time.monotonic()
     with contextlib.suppress(Exception):  # a server already gone is what we want
         stop_local_server()
+    print(f"Prefect server stopped in {time.monotonic() - started:.1f} s", flush=True)
 
 
 # -- the report, detaching and polling
@@ -269,8 +281,10 @@ def rescore_deliverable(out: Path, folder: Path) -> Path | None:
         return None
     command = [program, "inference", "-e", str(folder / "inference_spec.yaml")]
     command += [f"inference.results_dir={target}", f"results_dir={target}"]
+    started = time.monotonic()
     with (out / "deliverable_check.log").open("w", encoding="utf-8") as log:
         done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    print(f"Deliverable re-scored from its inference spec in {time.monotonic() - started:.1f} s", flush=True)
     return target / "inference.csv" if done.returncode == 0 else None
 
 

@@ -151,8 +151,11 @@ def window(name: str, low: float, high: float, jobs: list[dict[str, Any]], sampl
     }
 
 
-def phase_rows(run_dir: Path, jobs: list[dict[str, Any]], samples: list, run_start: float | None) -> list[dict]:
-    """One row per window: before approval (server, pre-flight, gate) when the start is known, then each phase."""
+def phase_rows(
+    run_dir: Path, jobs: list[dict[str, Any]], samples: list, run_start: float | None, run_end: float | None
+) -> list[dict]:
+    """One row per window: before approval (server, pre-flight, gate) when the start is known, each phase, and
+    after the handoff (the run report, the flow's end, the command's exit) when the end is known."""
     approval = read_json(run_dir / "approval.json") or {}
     phases = (read_json(run_dir / "pipeline_state.json") or {}).get("phases", {})
     if "decided_at" not in approval:
@@ -164,6 +167,8 @@ def phase_rows(run_dir: Path, jobs: list[dict[str, Any]], samples: list, run_sta
             high = ts(phases[phase]["at"])
             rows.append(window(phase, low, high, jobs, samples))
             low = high
+    if run_end is not None and "handoff" in phases:
+        rows.append(window("after handoff", low, run_end, jobs, samples))
     return rows
 
 
@@ -316,21 +321,24 @@ def build(out: Path, run_dir: Path) -> dict[str, Any]:
     jobs = read_jobs(run_dir)
     samples = read_gpu_samples(out / "gpu_samples.csv")
     run_start = attempts[0]["started"] if attempts else None
-    rows = phase_rows(run_dir, jobs, samples, run_start)
-    after = [row for row in rows if row["phase"] != "pre-approval"]
+    run_end = attempts[-1].get("ended") if attempts else None
+    rows = phase_rows(run_dir, jobs, samples, run_start, run_end)
+    after = [row for row in rows if row["phase"] not in ("pre-approval", "after handoff")]
     wall = sum(a["ended"] - a["started"] for a in attempts if "ended" in a)
     outside_after = sum(row["outside_s"] for row in after)
     outside_all = sum(row["outside_s"] for row in rows)
     jobs_after = sum(row["jobs"] for row in after)
+    after_wall = sum(row["wall_s"] for row in after)
     return {
         "run_dir": str(run_dir),
         "attempts": len(attempts),
         "server_start_s": sum(a.get("server_s", 0.0) for a in attempts),
         "wall_s": round(wall, 1),
-        "after_approval_wall_s": round(sum(row["wall_s"] for row in after), 1),
+        "after_approval_wall_s": round(after_wall, 1),
         "outside_jobs_s": round(outside_all, 1),
         "outside_jobs_after_approval_s": round(outside_after, 1),
         "overhead_pct": round(100.0 * outside_all / wall, 2) if wall else None,
+        "overhead_after_approval_pct": round(100.0 * outside_after / after_wall, 2) if after_wall else None,
         "outside_per_job_s": round(outside_after / jobs_after, 2) if jobs_after else None,
         "jobs": len(jobs),
         "gpu_sampled": bool(samples),
@@ -359,7 +367,8 @@ def goal_lines(data: dict[str, Any]) -> list[str]:
     return [
         f"Goal: orchestration overhead <= {GOAL_OVERHEAD_PCT:g} % of the wall-clock: "
         f"{_cell(data['overhead_pct'], ' %')} ({data['outside_jobs_s']} s outside jobs of {data['wall_s']} s, "
-        f"pre-approval included) -- {_verdict(data['overhead_pct'], GOAL_OVERHEAD_PCT)}",
+        f"pre-approval included; {_cell(data['overhead_after_approval_pct'], ' %')} from approval to the handoff) -- "
+        f"{_verdict(data['overhead_pct'], GOAL_OVERHEAD_PCT)}",
         f"Goal: <= {GOAL_OUTSIDE_PER_JOB_S:g} s per job outside the job's process (after approval): "
         f"{_cell(data['outside_per_job_s'], ' s')} over {data['jobs']} jobs -- "
         f"{_verdict(data['outside_per_job_s'], GOAL_OUTSIDE_PER_JOB_S)}",
@@ -392,7 +401,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join(_cell(row[key]) for key in cells) + " |")
     lines.append(
         f"\npre-approval = the private Prefect server's start ({data['server_start_s']:.1f} s), the command's start, "
-        "pre-flight and the gate; outside = wall-clock minus the union of the jobs' process times."
+        "pre-flight and the gate; after handoff = the run report, the flow's end and the command's exit; outside = "
+        "wall-clock minus the union of the jobs' process times (Prefect, the launcher and the in-process stages)."
     )
     best = data["deliverable"]
     if best is not None:

@@ -96,7 +96,8 @@ def test_the_smoke_mode_runs_every_phase_and_leaves_the_deliverable_in_the_folde
     assert done.stdout.strip().splitlines()[-1] == f"Deliverable folder: {folder}"
     data = json.loads((out / "report.json").read_text())
     rows = {row["phase"]: row for row in data["phases"]}
-    assert set(rows) == {"pre-approval", "phase1", "handoff_1_2", "phase2", "phase3", "handoff"}
+    assert set(rows) == {"pre-approval", "phase1", "handoff_1_2", "phase2", "phase3", "handoff", "after handoff"}
+    assert sum(row["wall_s"] for row in rows.values()) == pytest.approx(data["wall_s"], abs=1.0)
     assert rows["phase1"]["jobs"] == 2 * 2  # two recommendations: a training and a validation inference each
     for phase in ("phase1", "phase2", "phase3"):
         assert 0 < rows[phase]["in_jobs_s"] <= rows[phase]["wall_s"] + 1.0  # phase ends are stored to the second
