@@ -47,6 +47,7 @@ from aoi_pipeline.core.nightly_policy import (
     standing,
 )
 from aoi_pipeline.core.spec import Spec
+from aoi_pipeline.core.state import read_state
 from aoi_pipeline.errors import AoiPipelineError, WorkspaceLockedError
 from aoi_pipeline.pipeline.context import RunContext
 from aoi_pipeline.pipeline.layout import RunLayout, check_run_name
@@ -230,7 +231,7 @@ def _train(
     row = tonight.record(
         TRAINED,
         policy_hash=approval.plan_hash,
-        reason=_train_reason(changes, published),
+        reason=_train_reason(changes, layout, published),
         rows_added=changes.rows_added(),
         kpi_before=verdict.deployed_value,
         kpi_after=verdict.candidate_value,
@@ -246,9 +247,12 @@ def _train(
     return row
 
 
-def _train_reason(changes: Changes, published: dict[str, Any] | None) -> str:
+def _train_reason(changes: Changes, layout: RunLayout, published: dict[str, Any] | None) -> str:
     added = ", ".join(f"{source} {count}" for source, count in changes.rows_added().items() if count)
-    return f"new rows: {added}" + (f"; published to {published['destination']}" if published else "")
+    stopped = read_state(layout.root).get("stop_reason") or "?"
+    return f"new rows: {added}; DEFT stopped: {stopped}" + (
+        f"; published to {published['destination']}" if published else ""
+    )
 
 
 def _run_night(ctx: RunContext, base_spec: Spec, deployed: DeployedModel) -> str:

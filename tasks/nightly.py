@@ -61,6 +61,7 @@ def seed_deployed(ctx: RunContext, base_spec: Spec, deployed: DeployedModel) -> 
         contract=ctx.contract,
         max_iterations=ctx.deft.max_iterations,
         state_config=run_steps.state_config(ctx),
+        summary=f"baseline train skipped: the deployed model {deployed.describe()}",
     )
 
 

@@ -105,11 +105,25 @@ def _config(workspace: Path, **changes: Any) -> Any:
     small = {"recommendations": 1, "parallel": 1, "num_epochs": 1, "batch_size": 4, "seed": 0}
     data = {
         "workspace": str(workspace),
-        "kpi_target": "FAR < 50% at Recall=100%",
+        "kpi_target": "FAR < 0.01% at Recall=100%",
         "gpus": 0,
-        "spec_overrides": ["dataset.classify.image_width=32", "dataset.classify.image_height=32"],
-        "phase1": small,
-        "deft": {"max_iterations": 0, "num_epochs": 1, "confirm_seeds": 2},
+        # No Phase 1 and a large learning rate: the fake runtime's scores then overlap (FAR above the target),
+        # so the night's DEFT loop runs its iteration instead of stopping at a baseline that already passes.
+        "spec_overrides": [
+            "dataset.classify.image_width=32",
+            "dataset.classify.image_height=32",
+            "train.optim.lr=0.01",
+        ],
+        "phase1": {**small, "enabled": False},
+        "deft": {
+            "max_iterations": 0,
+            "num_epochs": 1,
+            "confirm_seeds": 2,
+            "num_sdg": 4,
+            "min_similarity": 0.0,
+            "top_k_per_target": 3,
+            "kpi_split": "whole_set",
+        },
         "phase3": {**small, "enabled": False},
     }
     data.update(changes)
@@ -173,7 +187,7 @@ def test_four_nights_on_a_standing_policy(
     assert night1["decision"] == "trained"
     assert night1["rows_added"]["pool"] == added
     assert night1["jobs"] == _calls(runtime_calls) - launched > 0
-    assert night1["promotion_reason"]
+    assert night1["promotion_reason"] and "DEFT stopped: max_iterations" in night1["reason"]
     run_dir = results / "nightly_1"
     handoff = json.loads((run_dir / "best_model.json").read_text())
     assert handoff["nightly"]["promoted"] is night1["promoted"]
@@ -182,6 +196,8 @@ def test_four_nights_on_a_standing_policy(
     assert '<section id="nightly">' in report and "nightly_0" in report and "nightly_1" in report
     state = json.loads((run_dir / "deft_state.json").read_text())
     assert state["iterations"]["baseline"]["source"] == "automl_phase1"  # pre-seeded, not retrained
+    assert "the deployed model v0" in state["events"][0]["summary"]
+    assert state["iterations"]["iter1"]["status"] == "complete"
     if night1["promoted"]:
         deployed = json.loads((results / "nightly" / "deployed.json").read_text())
         assert deployed["version"] == night1["handoff_version"] == 1

@@ -52,8 +52,10 @@ def handoff_phase1_to_phase2(
     contract: MetricContract,
     max_iterations: int,
     state_config: Mapping[str, Any],
+    summary: str | None = None,
 ) -> Path:
-    """Write the merged spec, copy the winner's checkpoint into baseline/train/, pre-seed the run state."""
+    """Write the merged spec, copy the winner's checkpoint into baseline/train/, pre-seed the run state
+    (`summary`: the baseline's line in the state, by default naming the Phase 1 trial)."""
     if winner.checkpoint is None or winner.train_spec_path is None:
         raise StateError.at(
             f"phase1 trial {winner.number}",
@@ -90,7 +92,8 @@ def handoff_phase1_to_phase2(
         best_ckpt_path=str(checkpoint),
         train_metric=winner.far_pct,
         training_spec=str(layout.iteration_spec(BASELINE)),
-        summary=f"baseline train skipped: reused Phase 1 trial {winner.number} (validation FAR {winner.far_pct:.4g}%)",
+        summary=summary
+        or f"baseline train skipped: reused Phase 1 trial {winner.number} (validation FAR {winner.far_pct:.4g}%)",
     )
     return checkpoint
 
