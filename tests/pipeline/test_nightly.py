@@ -147,3 +147,70 @@ def test_the_job_counter_counts_gpu_hours_and_refuses_past_the_budget() -> None:
     with pytest.raises(AoiPipelineError, match="GPU-hours"):
         counter.run(_Job("gpu3", 1))  # type: ignore[arg-type]
     assert runner.launched == ["cpu", "gpu", "gpu2"]
+
+
+def _state(baseline: float, candidate: float, seeds: dict[str, Any] | None = None) -> dict[str, Any]:
+    contract = {"operator": "<"}
+    iterations = {
+        "baseline": {"metric_result": {"value": baseline}, "inference_csv": ""},
+        "iter1": {"metric_result": {"value": candidate}},
+    }
+    return {"metric_contract": contract, "iterations": iterations, "confirm_seeds": seeds}
+
+
+@pytest.fixture
+def judged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    import aoi_pipeline.pipeline.nightly as nightly
+
+    class _Contract:
+        operator, unit = "<", "%"
+
+    monkeypatch.setattr(nightly.MetricContract, "from_dict", staticmethod(lambda raw: _Contract()))
+
+    def judge(state: dict[str, Any], deployed_seeds: dict[str, Any] | None = None) -> Any:
+        monkeypatch.setattr(nightly, "read_state", lambda root: state)
+        record = {"checkpoint": "m.pth", "confirm_seeds": deployed_seeds} if deployed_seeds else {"checkpoint": "m"}
+        deployed = nightly.DeployedModel(tmp_path / "best_model.json", record, 0)
+        return nightly.judge_night(RunLayout.for_run(tmp_path, "nightly_1"), "iter1", deployed)
+
+    return judge
+
+
+def test_a_night_promotes_only_beyond_the_larger_measured_spread(judged: Any) -> None:
+    measured = {"candidate": "iter1", "values": [3.0, 3.4], "spread": 0.28}
+    assert judged(_state(4.0, 3.2, measured)).promotion.promote
+    # The deployed model's recorded spread counts too: a margin of 0.8 is not more than its 0.85.
+    deployed_spread = {"values": [4.0, 5.2], "spread": 0.85}
+    verdict = judged(_state(4.0, 3.2, measured), deployed_spread)
+    assert not verdict.promotion.promote and "spread 0.85" in verdict.promotion.reason
+    # One seed everywhere: no spread, no evidence.
+    single = judged(_state(4.0, 1.0, {"candidate": "iter1", "values": [1.0], "spread": 0.0}))
+    assert not single.promotion.promote and "not measured" in single.promotion.reason
+    assert (single.deployed_value, single.candidate_value) == (4.0, 1.0)
+
+
+def test_drift_is_read_from_the_baseline_inference_on_the_new_rows_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import aoi_pipeline.pipeline.nightly as nightly
+    from aoi_pipeline.core.nightly_changes import Changes, row_key
+
+    inference = tmp_path / "inference.csv"
+    inference.write_text(
+        "input_path,golden_path,label,object_name,siamese_score\n"
+        "old/t,old/g,PASS,A,0.9\n"  # an old row: flagged, but not new
+        "new/t,new/g,PASS,B,0.7\n"
+        "new/t,new/g,PASS,C,0.1\n"
+        "new/t,new/g,open,D,0.95\n"
+    )
+    monkeypatch.setattr(
+        nightly, "read_state", lambda root: {"iterations": {"baseline": {"inference_csv": str(inference)}}}
+    )
+    new = tuple(row_key({"input_path": "new/t", "golden_path": "new/g", "object_name": name}) for name in "BCD")
+    changes = Changes(new_pool=frozenset(), appended={"kpi": new})
+    record = {"checkpoint": "m", "threshold": 0.5, "metric_result": {"value": 10.0}}
+    deployed = nightly.DeployedModel(tmp_path / "best_model.json", record, 0)
+    drift = nightly.drift_of(RunLayout.for_run(tmp_path, "nightly_1"), changes, deployed)
+    assert drift is not None and (drift.far_pct, drift.pass_rows, drift.drifted) == (50.0, 2, True)
+    no_new = Changes(new_pool=frozenset({"p"}), appended={})
+    assert nightly.drift_of(RunLayout.for_run(tmp_path, "nightly_1"), no_new, deployed) is None
