@@ -11,8 +11,8 @@ spec, best_model.json, inference spec) into OUT/deliverable and names that folde
 
     python benchmarks/pipeline_e2e.py --out /tmp/e2e                  # the GPU budget, in the foreground
     python benchmarks/pipeline_e2e.py --out /tmp/e2e --detach         # the same in the background (log + pid)
-    python benchmarks/pipeline_e2e.py --out /tmp/e2e --poll           # progress; the report once it is done
-    python benchmarks/pipeline_e2e.py --out /tmp/e2e-smoke --smoke    # CPU: 64 px, 1 epoch, a slice, 1 + 1 + 1
+    python benchmarks/pipeline_e2e.py --out /tmp/e2e --poll --wait 540   # progress; the report once it is done
+    python benchmarks/pipeline_e2e.py --out /tmp/e2e-smoke --smoke    # CPU: 64 px, 1 epoch, a slice, 2 + 1 + 1
 
 Re-running with the same OUT resumes the same run (`--run-name run_e2e`), as the pipeline itself does: finished
 phases are skipped and Phase 2 continues at its next uncommitted stage. OUT keeps the config of its first run.
@@ -123,9 +123,8 @@ def pipeline_config(budget: dict[str, Any], workspace: Path, extra_overrides: li
         "spec_overrides": [
             f"dataset.classify.image_width={budget['size']}",
             f"dataset.classify.image_height={budget['size']}",
-            "dataset.classify.fpratio_sampling=0.5",
+            # lr and fpratio_sampling are Phase 1's to tune (the search space), so no override sets them.
             "model.classify.difference_module=euclidean",
-            "train.optim.lr=2e-3",
             *extra_overrides,
         ],
         "phase1": phase,
