@@ -108,7 +108,9 @@ def unit_plan(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     pool_rows = len(read_csv(args.data.joinpath(*SETS["pool"]))[1])
     mined = args.added - args.sdg
     # Half a row above the count: the budget is floor(share x pool rows), and the share travels as text.
-    loop = {"num_sdg": args.sdg, "share": (mined + 0.5) / pool_rows, "control": "random", "min_sim": -1.0}
+    # `--added` rows per iteration; the pool budget covers every iteration's mined rows.
+    loop = {"num_sdg": args.sdg, "share": (args.iterations * mined + 0.5) / pool_rows, "control": "random"}
+    loop["min_sim"] = -1.0
     loop["mining"] = {  # recorded with every unit's figures: which selection rules mined its rows
         "rank": args.mining_rank,
         "label_balance": args.label_balance,
@@ -118,7 +120,7 @@ def unit_plan(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
     # In order of what the table needs most: the loop runs give three arms each (seed-only, loop, random).
     plan: dict[str, dict[str, Any]] = {
-        f"loop_s{seed}": {**loop, "seed": seed, "ws": "full", "iterations": 1} for seed in args.seeds
+        f"loop_s{seed}": {**loop, "seed": seed, "ws": "full", "iterations": args.iterations} for seed in args.seeds
     }
     for seed in args.seeds:
         plan[f"mining_s{seed}"] = {**loop, "num_sdg": 0, "share": (args.added + 0.5) / pool_rows, "control": "none"}
@@ -131,8 +133,10 @@ def unit_plan(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     pool_designs = [design_of(row["boardname"]) for row in read_csv(args.data.joinpath(*SETS["pool"]))[1]]
     for design in args.lodo:
         rows_left = sum(1 for d in pool_designs if d != design)  # the same mined count from a smaller pool
-        plan[f"lodo_{design}"] = {**loop, "seed": args.seeds[0], "ws": f"without_{design}", "iterations": 1}
-        plan[f"lodo_{design}"]["share"] = min(1.0, (mined + 0.5) / rows_left)
+        plan[f"lodo_{design}"] = {**loop, "seed": args.seeds[0], "ws": f"without_{design}"}
+        plan[f"lodo_{design}"].update(
+            iterations=args.iterations, share=min(1.0, (args.iterations * mined + 0.5) / rows_left)
+        )
     return plan
 
 
@@ -196,15 +200,16 @@ def added_rows(provenance_csv: Path) -> dict[str, int] | None:
 
 def score_unit(run: Path, name: str, unit: dict[str, Any]) -> dict[str, Any]:
     """The unit's confirm figures; a part its run has not reached yet (a unit cut off by the budget) is absent."""
-    iteration, control = run / "iter1", run / "iter1" / "control"
+    label = f"iter{max(1, unit['iterations'])}"  # the last iteration: its control added the same rows to iter N-1
+    iteration, control = run / label, run / label / "control"
     figures: dict[str, Any] = {"unit": name, "seed": unit["seed"], "settings": unit}
     parts = {"baseline": scored(run / "baseline")}
     if unit["iterations"]:
         parts["iter1"] = scored(iteration)
-        parts["added"] = added_rows(iteration / "dataset" / "train_combined_iter1_provenance.csv")
+        parts["added"] = added_rows(iteration / "dataset" / f"train_combined_{label}_provenance.csv")
         parts["control"] = scored(control)
         if parts["control"] is not None:
-            parts["control"]["added"] = added_rows(control / "dataset" / "train_control_iter1_provenance.csv")
+            parts["control"]["added"] = added_rows(control / "dataset" / f"train_control_{label}_provenance.csv")
     figures.update({k: v for k, v in parts.items() if v is not None})
     if name.startswith("lodo_"):
         design = name.removeprefix("lodo_")
@@ -269,8 +274,9 @@ def summarise(out: Path, data: Path) -> dict[str, Any]:
             seen_figures = None
             if seen is not None:
                 run = out / "ws" / "full" / "results" / seen["unit"]
-                seen_figures = {"baseline": scored(run / "baseline", design), "iter1": scored(run / "iter1", design)}
-                seen_figures["control"] = scored(run / "iter1" / "control", design)
+                last = run / f"iter{max(1, seen['settings']['iterations'])}"
+                seen_figures = {"baseline": scored(run / "baseline", design), "iter1": scored(last, design)}
+                seen_figures["control"] = scored(last / "control", design)
             lodo[design] = {"unseen": unit.get("held_out_design"), "seen": seen_figures}
     return {
         "units_done": sorted(units),
@@ -316,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--added", type=int, default=1200, help="rows every arm adds to the seed set")
+    parser.add_argument("--added", type=int, default=1200, help="rows every arm adds to the seed set per iteration")
+    parser.add_argument("--iterations", type=int, default=1, help="DEFT iterations of the loop and LODO units")
     parser.add_argument("--sdg", type=int, default=240, help="of which the loop's SDG rows")
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2, 3])
