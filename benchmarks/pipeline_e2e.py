@@ -240,6 +240,7 @@ def run_pipeline(out: Path, config_path: Path) -> int:
     with GpuSampler(out / "gpu_samples.csv"):
         attempt["exit_code"] = subprocess.run(command, env=env, cwd=out, check=False).returncode
     attempt["ended"] = time.time()
+    dump_task_runs(out, server.api_url)
     attempts = report.read_json(out / "attempts.json") or []
     (out / "attempts.json").write_text(json.dumps([*attempts, attempt], indent=2) + "\n", encoding="utf-8")
     return int(attempt["exit_code"])
@@ -248,6 +249,29 @@ def run_pipeline(out: Path, config_path: Path) -> int:
 def _reap(pid: int) -> None:
     with contextlib.suppress(OSError):  # not this process's child: nothing to reap
         os.waitpid(pid, 0)
+
+
+def dump_task_runs(out: Path, api_url: str) -> None:
+    """Every finished task run's interval on the private server (this run's only) into OUT/task_runs.json, kept
+    across attempts: the report splits the time outside jobs into task time and time between tasks."""
+    os.environ["PREFECT_API_URL"] = api_url
+    path = out / "task_runs.json"
+    runs = report.read_json(path) or {}
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            offset = 0
+            while page := client.read_task_runs(limit=200, offset=offset):
+                offset += len(page)
+                for run in page:
+                    if run.start_time and run.end_time:
+                        runs[str(run.id)] = {
+                            "name": run.name, "start": run.start_time.isoformat(), "end": run.end_time.isoformat()
+                        }  # fmt: skip
+    except Exception as error:  # the report says n/a; the run itself is unaffected
+        print(f"Task runs not read from {api_url}: {error}", flush=True)
+    path.write_text(json.dumps(runs, indent=1) + "\n", encoding="utf-8")
 
 
 def stop_server(out: Path) -> None:

@@ -34,10 +34,14 @@ def test_a_window_reports_what_the_jobs_leave_outside(tmp_path: Path) -> None:
         {"start": 30.0, "duration_s": 1.0},  # after the window
     ]
     samples = [(11.0, 80.0), (15.0, 0.0), (17.0, 0.0), (19.0, 50.0), (31.0, 99.0)]
-    row = report.window("phase1", 10.0, 20.0, jobs, samples)
+    tasks = [(9.5, 14.5), (16.0, 18.0)]  # a task around the first job, one with in-process work only
+    row = report.window("phase1", 10.0, 20.0, report.Records(jobs, samples, tasks))
     assert (row["wall_s"], row["jobs"], row["job_process_s"], row["in_jobs_s"]) == (10.0, 2, 8.0, 6.0)
     assert (row["outside_s"], row["outside_per_job_s"]) == (4.0, 2.0)
+    # Covered by a job or a task: [10, 18]; between tasks: [18, 20].
+    assert row["between_tasks_s"] == 2.0
     assert (row["gpu_busy_pct"], row["gpu_util_mean_pct"]) == (50.0, 32.5)
+    assert report.window("phase1", 10.0, 20.0, report.Records(jobs))["between_tasks_s"] is None
     assert report.gpu_share([], 0.0, 1.0) == {"gpu_busy_pct": None, "gpu_util_mean_pct": None}
 
 
@@ -104,6 +108,8 @@ def test_the_smoke_mode_runs_every_phase_and_leaves_the_deliverable_in_the_folde
     assert data["gpu_sampled"] or all(row["gpu_busy_pct"] is None for row in data["phases"])
     train = next(row for row in data["startup"] if row["action"] == "train")
     assert train["median_startup_s"] > 0 and train["median_setup_s"] is not None
+    for phase in ("phase1", "phase2", "phase3"):  # the task runs were read from the private server
+        assert 0.0 <= rows[phase]["between_tasks_s"] <= rows[phase]["outside_s"] + 0.1
     assert [row["stage"] for row in data["kpi"]] == ["phase1_winner (baseline)", "iter1", "final_automl"]
     assert all(0.0 <= row["confirm_pct"] <= 100.0 and row["whole_far_at_99"] is not None for row in data["kpi"])
     best = json.loads((folder / "best_model.json").read_text())
