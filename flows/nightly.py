@@ -216,7 +216,8 @@ def _train(
     ctx = RunContext.from_config(config, layout, counter)
     base_spec = workspace_base_spec(config, ctx.workspace)
     with WorkspaceLock(ctx.workspace.root, owner=f"deft-nightly {tonight.name}"):
-        start_run(layout, approval, report.markdown(), base_spec)
+        if not layout.approval.exists():  # a rerun of the same night resumes its run directory
+            start_run(layout, approval, report.markdown(), base_spec)
         night_pool = write_night_pool(layout, resolved_pool(config), changes)
         ctx = dataclasses.replace(ctx, workspace=with_night_pool(ctx.workspace, night_pool))
         candidate = _run_night(ctx, base_spec, deployed)
@@ -269,6 +270,7 @@ def _run_night(ctx: RunContext, base_spec: Spec, deployed: DeployedModel) -> str
         if winner is not None:
             register_phase3(ctx, winner)
         book.finish_phase3(start.warm_start, winner)
-    book.finish_handoff(deployment_handoff(ctx.layout, None))
+    if book.pending("handoff"):
+        book.finish_handoff(deployment_handoff(ctx.layout, None))
     publish_report(ctx)
     return str(book.deliverable()["iteration"])
