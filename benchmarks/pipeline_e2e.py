@@ -224,25 +224,29 @@ def finished(out: Path) -> bool:
 
 
 def run_pipeline(out: Path, config_path: Path) -> int:
-    """One attempt: the private server, then `aoi-pipeline run --yes`; its times go to OUT/attempts.json."""
+    """One attempt: the private server, then `aoi-pipeline run --yes`; its times go to OUT/attempts.json, also
+    when the attempt is cut off (the report leaves the time between attempts out of every window)."""
     env = child_env(out)
     os.environ.update({k: env[k] for k in ("AOI_PIPELINE_HOME", "PREFECT_HOME")})
     os.environ.pop("PREFECT_API_URL", None)
     from aoi_pipeline.server import ensure_local_server
 
-    attempt: dict[str, Any] = {"started": time.time()}
-    server = ensure_local_server()
-    attempt["server_s"] = round(time.time() - attempt["started"], 1)
-    env["PREFECT_API_URL"] = server.api_url
-    command = [sys.executable, "-m", "aoi_pipeline.cli", "run", "--config", str(config_path), "--yes"]
-    command += ["--run-name", RUN_NAME, "--reviewer", "pipeline_e2e"]
-    print(f"Prefect server at {server.ui_url} ({attempt['server_s']} s); running: {' '.join(command)}", flush=True)
-    with GpuSampler(out / "gpu_samples.csv"):
-        attempt["exit_code"] = subprocess.run(command, env=env, cwd=out, check=False).returncode
-    attempt["ended"] = time.time()
-    dump_task_runs(out, server.api_url)
-    attempts = report.read_json(out / "attempts.json") or []
-    (out / "attempts.json").write_text(json.dumps([*attempts, attempt], indent=2) + "\n", encoding="utf-8")
+    attempt: dict[str, Any] = {"started": time.time(), "exit_code": None}
+    try:
+        server = ensure_local_server()
+        attempt["server_s"] = round(time.time() - attempt["started"], 1)
+        env["PREFECT_API_URL"] = server.api_url
+        command = [sys.executable, "-m", "aoi_pipeline.cli", "run", "--config", str(config_path), "--yes"]
+        command += ["--run-name", RUN_NAME, "--reviewer", "pipeline_e2e"]
+        print(f"Prefect server at {server.ui_url} ({attempt['server_s']} s); running: {' '.join(command)}", flush=True)
+        with GpuSampler(out / "gpu_samples.csv"):
+            attempt["exit_code"] = subprocess.run(command, env=env, cwd=out, check=False).returncode
+        attempt["ended"] = time.time()
+        dump_task_runs(out, server.api_url)
+    finally:
+        attempt.setdefault("ended", time.time())
+        attempts = report.read_json(out / "attempts.json") or []
+        (out / "attempts.json").write_text(json.dumps([*attempts, attempt], indent=2) + "\n", encoding="utf-8")
     return int(attempt["exit_code"])
 
 

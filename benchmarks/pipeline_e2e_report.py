@@ -12,6 +12,7 @@ pipeline's own in-process stages (RCA, k-NN mining, assembly, KPI evaluation) an
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -141,6 +142,12 @@ class Records:
     jobs: list[dict[str, Any]]
     samples: list[tuple[float, float]] = field(default_factory=list)
     tasks: list[tuple[float, float]] = field(default_factory=list)
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # between attempts: nothing of the run ran
+
+
+def attempt_gaps(attempts: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """The idle time between one attempt's end and the next one's start."""
+    return [(a["ended"], b["started"]) for a, b in itertools.pairwise(attempts) if "ended" in a]
 
 
 def window(name: str, low: float, high: float, records: Records) -> dict[str, Any]:
@@ -150,7 +157,7 @@ def window(name: str, low: float, high: float, records: Records) -> dict[str, An
     inside = [job for job in records.jobs if low <= job["start"] < high]
     intervals = [(job["start"], job["start"] + job["duration_s"]) for job in inside]
     in_jobs = busy_seconds(intervals, low, high)
-    wall = max(0.0, high - low)
+    wall = max(0.0, high - low - busy_seconds(records.gaps, low, high))
     between = wall - busy_seconds([*intervals, *records.tasks], low, high) if records.tasks else None
     return {
         "phase": name,
@@ -338,7 +345,9 @@ def build(out: Path, run_dir: Path) -> dict[str, Any]:
     """Every figure of the report as data (also written to OUT/report.json)."""
     attempts = read_json(out / "attempts.json") or []
     jobs = read_jobs(run_dir)
-    records = Records(jobs, read_gpu_samples(out / "gpu_samples.csv"), read_task_runs(out / "task_runs.json"))
+    records = Records(
+        jobs, read_gpu_samples(out / "gpu_samples.csv"), read_task_runs(out / "task_runs.json"), attempt_gaps(attempts)
+    )
     run_start = attempts[0]["started"] if attempts else None
     run_end = attempts[-1].get("ended") if attempts else None
     rows = phase_rows(run_dir, records, run_start, run_end)

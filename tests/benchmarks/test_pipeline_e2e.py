@@ -45,6 +45,15 @@ def test_a_window_reports_what_the_jobs_leave_outside(tmp_path: Path) -> None:
     assert report.gpu_share([], 0.0, 1.0) == {"gpu_busy_pct": None, "gpu_util_mean_pct": None}
 
 
+def test_the_time_between_two_attempts_of_a_resumed_run_counts_in_no_window() -> None:
+    attempts = [{"started": 0.0, "ended": 30.0}, {"started": 100.0, "ended": 150.0}]
+    gaps = report.attempt_gaps(attempts)
+    assert gaps == [(30.0, 100.0)]
+    jobs = [{"start": 20.0, "duration_s": 5.0}, {"start": 110.0, "duration_s": 20.0}]
+    row = report.window("phase2", 10.0, 140.0, report.Records(jobs, gaps=gaps))
+    assert (row["wall_s"], row["in_jobs_s"], row["outside_s"]) == (130.0 - 70.0, 25.0, 35.0)
+
+
 def test_start_up_is_read_from_the_dated_status_lines(tmp_path: Path) -> None:
     lines = [
         {"status": "STARTED", "message": "Starting Training Loop.", "timestamp": "2026-01-01T10:00:03+00:00"},
