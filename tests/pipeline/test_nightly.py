@@ -52,6 +52,12 @@ def test_the_night_config_is_the_budget_with_phase1_off(workspace: Path, tmp_pat
     config = night_config(_config(workspace, tmp_path), BUDGET)
     assert not config.phase1.enabled and config.phase3.enabled
     assert (config.deft.max_iterations, config.deft.max_pool_share) == (3, 0.5)
+    # Promotion needs a measured spread: an unset count confirms over 3 retrainings, an explicit one is kept.
+    assert config.deft.confirm_seeds == 3
+    explicit = config_from_mapping(
+        {"workspace": str(workspace), "results_root": str(tmp_path), "deft": {"confirm_seeds": 1}}
+    )
+    assert night_config(explicit, BUDGET).deft.confirm_seeds == 1
 
 
 def test_a_copied_pool_row_is_not_new_and_a_reshot_one_is(workspace: Path, tmp_path: Path) -> None:

@@ -149,14 +149,21 @@ def deployed_model(config: PipelineConfig) -> DeployedModel:
     return DeployedModel(handoffs[-1], _load(handoffs[-1]), 0)
 
 
+#: Confirmation retrainings of a night whose config leaves `deft.confirm_seeds` unset: promotion needs a spread.
+NIGHT_CONFIRM_SEEDS = 3
+
+
 def night_config(config: PipelineConfig, budget: NightlyBudget) -> PipelineConfig:
-    """The night's settings: Phase 1 off, the budget's iterations and pool share, Phase 3 as the policy says."""
+    """The night's settings: Phase 1 off, the budget's iterations and pool share, Phase 3 as the policy says, and
+    the final candidate confirmed over NIGHT_CONFIRM_SEEDS retrainings unless the config sets its own count (a
+    night promotes only beyond a measured spread; an explicit 1 is honoured and then never promotes)."""
+    deft: dict[str, object] = {"max_iterations": budget.iterations, "max_pool_share": budget.pool_share}
+    if "confirm_seeds" not in config.deft.model_fields_set:
+        deft["confirm_seeds"] = NIGHT_CONFIRM_SEEDS
     return config.model_copy(
         update={
             "phase1": config.phase1.model_copy(update={"enabled": False}),
-            "deft": config.deft.model_copy(
-                update={"max_iterations": budget.iterations, "max_pool_share": budget.pool_share}
-            ),
+            "deft": config.deft.model_copy(update=deft),
             "phase3": config.phase3.model_copy(update={"enabled": budget.phase3}),
         }
     )
