@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from aoi_pipeline.errors import AoiPipelineError
-from aoi_pipeline.server import data_dir, ensure_local_server, is_healthy, stop_local_server
+from aoi_pipeline.server import _group_alive, data_dir, ensure_local_server, is_healthy, stop_local_server
 
 STOP_WAIT_S = 60.0
 
@@ -212,3 +213,14 @@ def test_no_second_server_starts_while_an_unrecorded_one_holds_the_database(fake
         ensure_local_server(preferred_port=_free_port())
 
     assert started == [first.pid]
+
+
+def test_a_stopped_server_child_of_this_process_is_not_counted_alive() -> None:
+    # Unreaped, the child is a zombie that killpg still finds: stopping would wait out its whole grace period.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    assert _group_alive(child.pid)
+    os.killpg(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _group_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(child.pid)

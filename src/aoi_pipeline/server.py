@@ -128,6 +128,9 @@ def _database_lock_free(home: Path) -> bool:
 def _group_alive(pid: int | None) -> bool:
     if pid is None:
         return False
+    # A server this process started and stopped stays a zombie, still found by killpg, until it is reaped.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
     try:
         os.killpg(pid, 0)
     except ProcessLookupError:
