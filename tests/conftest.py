@@ -144,3 +144,24 @@ def prefect_server() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield str(PREFECT_API_URL.value())
+
+
+FAKE_RUNTIME = Path(__file__).resolve().parent / "fake_runtime.py"
+
+
+@pytest.fixture
+def fake_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Route every job of an in-process flow to the millisecond fake runtime; returns the file listing its calls."""
+    import sys
+
+    import tasks.jobs
+    from aoi_pipeline.jobs.gpu import GpuSlots
+    from aoi_pipeline.jobs.local import LocalLauncher
+
+    calls = tmp_path / "runtime_calls.jsonl"
+    monkeypatch.setenv("FAKE_RUNTIME_CALLS", str(calls))
+    launcher = LocalLauncher(
+        gpu_slots=GpuSlots([]), command_resolver=lambda job: [sys.executable, str(FAKE_RUNTIME), job.action]
+    )
+    monkeypatch.setattr(tasks.jobs, "_LAUNCHER", launcher)
+    return calls

@@ -3,29 +3,10 @@ lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-FAKE_RUNTIME = Path(__file__).resolve().parents[1] / "fake_runtime.py"
-
-
-@pytest.fixture
-def fake_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Route every job of the flow to the fake runtime; returns the file that lists its calls."""
-    import tasks.jobs
-    from aoi_pipeline.jobs.gpu import GpuSlots
-    from aoi_pipeline.jobs.local import LocalLauncher
-
-    calls = tmp_path / "runtime_calls.jsonl"
-    monkeypatch.setenv("FAKE_RUNTIME_CALLS", str(calls))
-    launcher = LocalLauncher(
-        gpu_slots=GpuSlots([]), command_resolver=lambda job: [sys.executable, str(FAKE_RUNTIME), job.action]
-    )
-    monkeypatch.setattr(tasks.jobs, "_LAUNCHER", launcher)
-    return calls
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import contextvars
 import csv
 import json
 import shutil
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,6 @@ from aoi_pipeline.core.nightly_policy import NightlyBudget
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-FAKE_RUNTIME = Path(__file__).resolve().parents[1] / "fake_runtime.py"
 BUDGET = NightlyBudget(gpu_hours=1.0, iterations=1, pool_share=1.0, phase3=False)
 
 
@@ -84,21 +82,6 @@ def on_server(prefect_server_url: str) -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def runtime_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    import tasks.jobs
-    from aoi_pipeline.jobs.gpu import GpuSlots
-    from aoi_pipeline.jobs.local import LocalLauncher
-
-    calls = tmp_path / "runtime_calls.jsonl"
-    monkeypatch.setenv("FAKE_RUNTIME_CALLS", str(calls))
-    launcher = LocalLauncher(
-        gpu_slots=GpuSlots([]), command_resolver=lambda job: [sys.executable, str(FAKE_RUNTIME), job.action]
-    )
-    monkeypatch.setattr(tasks.jobs, "_LAUNCHER", launcher)
-    return calls
-
-
 def _config(workspace: Path, **changes: Any) -> Any:
     from aoi_pipeline.config import config_from_mapping
 
@@ -154,7 +137,7 @@ def _paused(night: str, wait_for: Callable[..., Any]) -> Any:
 
 
 def test_four_nights_on_a_standing_policy(
-    on_server: None, runtime_calls: Path, tmp_path: Path, wait_for: Callable[..., Any]
+    on_server: None, fake_runtime: Path, tmp_path: Path, wait_for: Callable[..., Any]
 ) -> None:
     from aoi_pipeline.control import decide
     from aoi_pipeline.pipeline.preflight import run_preflight
@@ -169,11 +152,11 @@ def test_four_nights_on_a_standing_policy(
     aoi_pipeline(config=config, run_name="run_first", preapproved_plan_hash=plan)  # the deployed model
 
     # Night 0: no policy yet; the night waits on the gate, writing nothing, until a person approves the policy.
-    before, launched = _files(workspace), _calls(runtime_calls)
+    before, launched = _files(workspace), _calls(fake_runtime)
     night0 = _NightInThread(config, "nightly_0")
     waiting = _paused("nightly_0", wait_for)
     assert "no nightly policy is approved yet" in waiting.message
-    assert _files(workspace) == before and _calls(runtime_calls) == launched
+    assert _files(workspace) == before and _calls(fake_runtime) == launched
     decide("nightly_0", reviewer="alice", comment="nightly policy")
     assert night0.join_state().result()["decision"] == "skipped: nothing new"
     policy = json.loads((results / "nightly" / "policy.json").read_text())
@@ -182,11 +165,11 @@ def test_four_nights_on_a_standing_policy(
     # Night 1: new pool rows inside the policy: no person, trains from the deployed model.
     write_workspace(tmp_path / "donor", SynthSpec(boards=8, size=32, seed=11))
     added = _add_pool_rows(workspace, tmp_path / "donor")
-    launched = _calls(runtime_calls)
+    launched = _calls(fake_runtime)
     night1 = deft_nightly(config=config, budget=BUDGET, night="nightly_1")
     assert night1["decision"] == "trained"
     assert night1["rows_added"]["pool"] == added
-    assert night1["jobs"] == _calls(runtime_calls) - launched > 0
+    assert night1["jobs"] == _calls(fake_runtime) - launched > 0
     assert night1["promotion_reason"] and "DEFT stopped: max_iterations" in night1["reason"]
     run_dir = results / "nightly_1"
     handoff = json.loads((run_dir / "best_model.json").read_text())
@@ -205,10 +188,10 @@ def test_four_nights_on_a_standing_policy(
         assert not (results / "nightly" / "deployed.json").exists()
 
     # Night 2: nothing new: skipped, no job.
-    launched = _calls(runtime_calls)
+    launched = _calls(fake_runtime)
     night2 = deft_nightly(config=config, budget=BUDGET, night="nightly_2")
     assert (night2["decision"], night2["jobs"]) == ("skipped: nothing new", 0)
-    assert _calls(runtime_calls) == launched and not (results / "nightly_2").exists()
+    assert _calls(fake_runtime) == launched and not (results / "nightly_2").exists()
 
     # Night 3: another image leaves the policy: it pauses, naming the limit; a night started meanwhile is busy.
     other = _config(workspace, images={"train": "nvcr.io/nvidia/tao/tao-toolkit:9.9.9-pyt"})
@@ -223,7 +206,7 @@ def test_four_nights_on_a_standing_policy(
     }
     decide("nightly_3", reviewer="bob", comment="not this image", reject=True)
     assert night3.join_state().is_cancelled()
-    assert _calls(runtime_calls) == launched
+    assert _calls(fake_runtime) == launched
 
     # Night 4: the policy is revoked: the night waits, then expires having written nothing.
     from aoi_pipeline.core.nightly_policy import revoke_policy
@@ -235,7 +218,7 @@ def test_four_nights_on_a_standing_policy(
     assert night4.join_state().is_cancelled()
     after = _files(workspace)
     assert {name for name in after if after[name] != before.get(name)} == {"results/nightly/history.jsonl"}
-    assert _calls(runtime_calls) == launched
+    assert _calls(fake_runtime) == launched
 
     decisions = [(row["night"], row["decision"]) for row in _history(results)]
     assert decisions == [

@@ -41,7 +41,6 @@ FILE_NAMES = {
     "approval.json",
     "model_epoch_002_step_00010.pth",
 }
-FAKE_RUNTIME = Path(__file__).resolve().parents[1] / "fake_runtime.py"
 
 if not ENDPOINT:
     pytest.skip(
@@ -283,22 +282,6 @@ def test_the_preflight_probe_reads_the_bucket_without_writing(prefect_api: str, 
 
 
 # ------------------------------------------------------------------------------------------ the flow
-
-
-@pytest.fixture
-def fake_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Every job of the flow runs the millisecond stand-in runtime; returns the file listing its calls."""
-    import tasks.jobs
-    from aoi_pipeline.jobs.gpu import GpuSlots
-    from aoi_pipeline.jobs.local import LocalLauncher
-
-    calls = tmp_path / "runtime_calls.jsonl"
-    monkeypatch.setenv("FAKE_RUNTIME_CALLS", str(calls))
-    launcher = LocalLauncher(
-        gpu_slots=GpuSlots([]), command_resolver=lambda job: [sys.executable, str(FAKE_RUNTIME), job.action]
-    )
-    monkeypatch.setattr(tasks.jobs, "_LAUNCHER", launcher)
-    return calls
 
 
 def _flow_config(tmp_path: Path, block: str) -> Any:
