@@ -68,12 +68,7 @@ def aoi_pipeline(
     `platform` (set by the `aoi-pipeline/<platform>` deployments) must match the config's.
     """
     logger = get_run_logger()
-    if platform is not None and platform != config.platform:
-        raise AoiPipelineError.at(
-            "pipeline config key platform",
-            f"is {config.platform!r}, but this deployment runs jobs on {platform!r}",
-            f"set platform: {platform} in the config, or run the aoi-pipeline/{config.platform} deployment",
-        )
+    config.require_platform(platform, other_deployment=f"aoi-pipeline/{config.platform}")
     allow_jobs()
     start_clock()
     run_name = check_run_name(run_name_for(run_name, current_flow_run.name), where="flow parameter run_name")

@@ -116,12 +116,7 @@ def deft_nightly(
     platform: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """One night: skip, pause for a person, or improve the deployed model within the approved policy."""
-    if platform is not None and platform != config.platform:
-        raise AoiPipelineError.at(
-            "pipeline config key platform",
-            f"is {config.platform!r}, but this deployment runs jobs on {platform!r}",
-            f"set platform: {platform} in the config",
-        )
+    config.require_platform(platform)
     allow_jobs()
     start_clock()
     name = check_run_name(night or current_flow_run.name or _night_name(), where="flow parameter night")

@@ -354,3 +354,14 @@ def test_a_pruner_that_could_never_stop_a_trial_is_refused() -> None:
         )
     assert "pruner_warmup_epochs (3) must be below num_epochs (3)" in str(caught.value)
     config_from_mapping({"workspace": "ws", "phase1": {"pruner": "none", "num_epochs": 3, "pruner_warmup_epochs": 3}})
+
+
+def test_a_deployment_for_one_platform_refuses_a_config_for_another(tmp_path: Path) -> None:
+    config = config_from_mapping({"workspace": str(tmp_path), "platform": "local"})
+    config.require_platform(None)  # a deployment without a platform takes any config
+    config.require_platform("local")
+    with pytest.raises(ConfigError) as refused:
+        config.require_platform("docker", other_deployment="aoi-pipeline/local")
+    message = refused.value.render()
+    assert "pipeline config key platform" in message and "runs jobs on 'docker'" in message
+    assert "set platform: docker in the config, or run the aoi-pipeline/local deployment" in message

@@ -332,6 +332,16 @@ class PipelineConfig(_Strict):
     def resolved_results_root(self) -> Path:
         return self.results_root or self.workspace / "results"
 
+    def require_platform(self, platform: str | None, *, other_deployment: str | None = None) -> None:
+        """A deployment that runs its jobs on `platform` (None: any) refuses a config for another platform."""
+        if platform is not None and platform != self.platform:
+            elsewhere = f", or run the {other_deployment} deployment" if other_deployment else ""
+            raise ConfigError.at(
+                "pipeline config key platform",
+                f"is {self.platform!r}, but this deployment runs jobs on {platform!r}",
+                f"set platform: {platform} in the config{elsewhere}",
+            )
+
 
 def _location(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
