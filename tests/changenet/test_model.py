@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig, nearest_in_window
+from aoi_pipeline.changenet.model import ChangeNetClassifier, ModelConfig, mean_at_strongest, nearest_in_window
 
 
 def test_nearest_in_window_matches_a_brute_force_search() -> None:
@@ -40,6 +40,47 @@ def test_gradients_reach_both_images() -> None:
     distance.sum().backward()
     assert query.grad is not None and query.grad.abs().sum() > 0
     assert reference.grad is not None and reference.grad.abs().sum() > 0
+
+
+def test_mean_at_strongest_averages_each_channel_where_the_strength_peaks() -> None:
+    values = torch.arange(2 * 3 * 3, dtype=torch.float32).view(1, 2, 3, 3)  # channel 0: 0..8, channel 1: 9..17
+    strength = torch.zeros(1, 1, 3, 3)
+    strength[0, 0, 0, 1], strength[0, 0, 2, 2] = 5.0, 7.0  # flat positions 1 and 8
+    assert mean_at_strongest(values, strength, 2).tolist() == [[4.5, 13.5]]
+    assert mean_at_strongest(values, strength, 1).tolist() == [[8.0, 17.0]]
+
+
+def _board(background_seed: int, size: int = 64) -> torch.Tensor:
+    """A binary 'board': random traces from a seed, as a [1, 1, size, size] image."""
+    noise = torch.rand(1, 1, size // 8, size // 8, generator=torch.Generator().manual_seed(background_seed))
+    return (F.interpolate(noise, size=(size, size), mode="nearest") > 0.5).float()
+
+
+def _with_defect(board: torch.Tensor, shape: str) -> torch.Tensor:
+    test = board.clone()
+    if shape == "blob":
+        test[..., 4:10, 4:10] = 1.0  # a 6 px square of extra copper in the empty corner
+    else:
+        test[..., 6:8, 2:14] = 1.0  # a 2 px by 12 px line of extra copper in the same corner
+    return test
+
+
+@pytest.mark.parametrize("module", ["euclidean", "learnable"])
+def test_the_mining_descriptor_follows_the_defect_more_than_the_board(module: str) -> None:
+    torch.manual_seed(0)
+    model = ChangeNetClassifier(ModelConfig(in_channels=1, difference_module=module, num_scales=3)).eval()
+    one, other = _board(1), _board(2)
+    one[..., :16, :16], other[..., :16, :16] = 0.0, 0.0  # the same empty corner, where the defects go
+    pairs = [(_with_defect(board, shape), board) for board, shape in ((one, "blob"), (other, "blob"), (one, "line"))]
+    with torch.no_grad():
+        blob_one, blob_other, line_one = (model.describe(test, golden)[0] for test, golden in pairs)
+    half = blob_one.shape[0] // 2 if module == "euclidean" else None
+    for vector in (blob_one, line_one):
+        assert vector.norm().item() == pytest.approx(2**0.5, abs=1e-4)  # two unit halves
+    if half is not None:
+        assert blob_one[:half].norm().item() == pytest.approx(1.0, abs=1e-4)
+    # The same defect on another board is nearer than another defect on the same board.
+    assert F.cosine_similarity(blob_one, blob_other, dim=0) > F.cosine_similarity(blob_one, line_one, dim=0)
 
 
 @pytest.mark.parametrize(

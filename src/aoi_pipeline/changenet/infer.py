@@ -5,8 +5,8 @@ training spec stored in it, decode the CSV's images once, and run the network in
 GPU; the head and the scores stay fp32). `inference.csv` holds every input column plus `siamese_score`
 (softmax probability of the defect class, in [0, 1]), one row per input row in input order. `evaluation.json`
 holds TAO's `test_acc`, `test_fpr`, `test_fnr`, `defect_acc` (percent of all rows, at `eval_margin`) and the
-FAR at `reference.recall_pct` defect recall. `embeddings.npy` holds the L2-normalised pair descriptor (test
-image appearance and its difference from the golden, `ChangeNetClassifier.describe`) of every row, and
+FAR at `reference.recall_pct` defect recall. `embeddings.npy` holds the L2-normalised pair descriptor (how the
+pair looks and changes where test and golden differ most, `ChangeNetClassifier.describe`) of every row, and
 `embeddings_index.csv` maps its rows (0-based `row_index`) back to the input columns, with each row's
 `siamese_score` from the same forward pass.
 """

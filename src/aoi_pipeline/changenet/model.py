@@ -176,6 +176,16 @@ def pool(maps: torch.Tensor, top_k: int) -> torch.Tensor:
     return torch.cat([strongest, flat.mean(dim=-1)], dim=1)
 
 
+def mean_at_strongest(values: torch.Tensor, strength: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Per channel, the mean of `values` [B, C, H, W] at the `top_k` positions where `strength` [B, 1, H, W]
+    is largest (the same positions for every channel), [B, C] in fp32."""
+    batch, channels = values.shape[:2]
+    flat_strength = strength.flatten(2).float()
+    k = min(top_k, flat_strength.shape[-1])
+    positions = flat_strength.topk(k, dim=-1).indices.expand(batch, channels, k)
+    return values.flatten(2).gather(2, positions).float().mean(dim=-1)
+
+
 class ResidualBlock(nn.Module):
     """A ResNet basic block: two 3x3 convolutions and a shortcut (projected when the shape changes)."""
 
@@ -323,16 +333,41 @@ class ChangeNetClassifier(nn.Module):
         return head_output, embedding
 
     def describe(self, test: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
-        """A pair descriptor for k-NN mining: what the test image looks like and how it differs from its golden.
+        """A pair descriptor for k-NN mining: what the pair looks like where it differs, and how it differs there.
 
-        The difference embedding alone is all zeros for a pair that matches its golden (most PASS pairs), and
-        cosine similarity is undefined there; the mean encoder features (of the fused pair, or of the test
-        image for euclidean) give every pair an appearance, and the two halves are normalised separately so
-        neither drowns the other.
+        Per scale, the `top_k` positions where test and golden differ most (the nearest-feature distances both
+        ways for euclidean, the pixel difference pooled to the scale's grid for learnable) are the difference
+        region;
+        the descriptor is the encoder features there and the signed change there (test minus its matched
+        golden, less golden minus its matched test; the projected features for learnable), each half
+        normalised so neither drowns the other. Features averaged over the whole tile, as before, described
+        mostly the board design: a failure's nearest pool rows came from its own design half again as often
+        as random rows did, and shared its PASS/defect class less often than with the region
+        (benchmarks/README.md, "The mining descriptor").
         """
-        features, change = self._features(test, golden)
-        appearance = torch.cat([f.float().mean(dim=(2, 3)) for f in features], dim=1)
-        return torch.cat([F.normalize(appearance, dim=1), F.normalize(change.float(), dim=1)], dim=1)
+        golden = self.registered(test, golden)
+        looks, changes = [], []
+        if self.config.difference_module == "learnable":
+            difference = (test - golden).abs().float().sum(dim=1, keepdim=True)
+            for module, features in zip(self.differences, self.encoder(test, golden), strict=True):
+                region = F.adaptive_avg_pool2d(difference, features.shape[-2:])
+                looks.append(mean_at_strongest(features, region, self.config.top_k))
+                changes.append(mean_at_strongest(module.project(features), region, self.config.top_k))
+        else:
+            batch = test.shape[0]
+            both = self.encoder(torch.cat([test, golden], dim=0))
+            for module, features in zip(self.differences, both, strict=True):
+                test_side, golden_side = features[:batch], features[batch:]
+                matched_golden, added = nearest_in_window(test_side, golden_side, module.radius)
+                matched_test, missing = nearest_in_window(golden_side, test_side, module.radius)
+                looks.append(mean_at_strongest(test_side, added + missing, self.config.top_k))
+                changes.append(
+                    mean_at_strongest(test_side - matched_golden, added, self.config.top_k)
+                    - mean_at_strongest(golden_side - matched_test, missing, self.config.top_k)
+                )
+        return torch.cat(
+            [F.normalize(torch.cat(looks, dim=1), dim=1), F.normalize(torch.cat(changes, dim=1), dim=1)], dim=1
+        )
 
     def scores(self, head_output: torch.Tensor) -> torch.Tensor:
         """`siamese_score` in [0, 1], higher = more defect-like."""
