@@ -133,7 +133,7 @@ def pipeline_config(budget: dict[str, Any], workspace: Path, extra_overrides: li
             "num_epochs": budget["epochs"],
             "num_sdg": budget["num_sdg"],
             "top_k_per_target": budget["top_k"],
-            "min_similarity": 0.9,
+            "min_similarity": 0.0,
         },
         "phase3": {
             **phase,

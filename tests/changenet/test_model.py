@@ -157,6 +157,6 @@ def test_a_pair_equal_to_its_golden_still_has_a_mining_descriptor(difference_mod
     with torch.no_grad():
         same = model.describe(golden, golden)
         different = model.describe(other, golden)
-    # The difference half is zero for an unchanged pair; the appearance half keeps cosine similarity defined.
+    # The change half is zero for an unchanged pair; the half of what it looks like keeps cosine similarity defined.
     assert torch.all(same.norm(dim=1) > 0.5)
     assert not torch.allclose(same, different)

@@ -138,11 +138,12 @@ def test_the_wall_clock_divides_the_trials_over_the_usable_slots(ws: Path, prefl
 # Computed once by the pre-flight as it was before it became a package. A run directory approved with one of
 # these plans must still resume, so these hashes change only with a deliberate change to what a plan holds
 # (then every earlier approval needs a new one: say so in the change). Changed when the plan gained the KPI
-# split, the pool budget and the calibrated mining cut.
+# split, the pool budget and the calibrated mining cut, and when `deft.min_similarity`'s default became 0
+# with the difference-region mining descriptor (a plan that relied on the old default needs a new approval).
 PINNED_PLAN_HASHES = {
-    "local": "70c44d3fffee1292",
-    "docker": "6a37b8e3e7235ecc",
-    "slurm": "f655c417de7e7a33",
+    "local": "a529a0848254b71a",
+    "docker": "e719209ac352cba5",
+    "slurm": "3f3b689aef76ab2a",
 }
 
 
