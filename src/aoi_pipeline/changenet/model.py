@@ -23,7 +23,7 @@ mapped into [0, 1]. The pooled vector in front of the head is the pair's embeddi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -351,15 +351,16 @@ class ChangeNetClassifier(nn.Module):
             difference = (test - golden).abs().float().sum(dim=1, keepdim=True)
             for module, features in zip(self.differences, self.encoder(test, golden), strict=True):
                 region = F.adaptive_avg_pool2d(difference, features.shape[-2:])
+                projected = cast(LearnableDifference, module).project(features)
                 looks.append(mean_at_strongest(features, region, self.config.top_k))
-                changes.append(mean_at_strongest(module.project(features), region, self.config.top_k))
+                changes.append(mean_at_strongest(projected, region, self.config.top_k))
         else:
             batch = test.shape[0]
             both = self.encoder(torch.cat([test, golden], dim=0))
-            for module, features in zip(self.differences, both, strict=True):
+            for radius, features in zip(SEARCH_RADII[: len(both)], both, strict=True):
                 test_side, golden_side = features[:batch], features[batch:]
-                matched_golden, added = nearest_in_window(test_side, golden_side, module.radius)
-                matched_test, missing = nearest_in_window(golden_side, test_side, module.radius)
+                matched_golden, added = nearest_in_window(test_side, golden_side, radius)
+                matched_test, missing = nearest_in_window(golden_side, test_side, radius)
                 looks.append(mean_at_strongest(test_side, added + missing, self.config.top_k))
                 changes.append(
                     mean_at_strongest(test_side - matched_golden, added, self.config.top_k)
