@@ -154,7 +154,8 @@ def test_a_real_reference_runtime_training_killed_with_its_run_dies_and_the_reru
 ) -> None:
     pytest.importorskip("torch", reason="the reference runtime needs torch (the 'reference' extra)")
     off = {"enabled": False}
-    config = _config(workspace, phase1=off, phase3=off, deft={"max_iterations": 0, "num_epochs": 12})
+    # 150 epochs of about 50 ms: seconds of margin between the first epoch seen and the training's end.
+    config = _config(workspace, phase1=off, phase3=off, deft={"max_iterations": 0, "num_epochs": 150})
     run = KilledRun(config, "run_real_kill", prefect_api_url, tmp_path, AOI_FAULTS_REAL_RUNTIME="1")
     train_dir = run.run_dir / "baseline" / "train"
     run.tally.kills_tried += 1

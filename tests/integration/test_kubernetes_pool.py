@@ -31,7 +31,7 @@ from aoi_pipeline.jobs.workpool import WorkPoolJobRunner
 from aoi_pipeline.pipeline.job_preview import pool_job_variables
 from aoi_pipeline.workers.kubernetes import find_base_job_template, job_variables
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 AOI = str(Path(sys.executable).parent / "aoi-pipeline")
 
 

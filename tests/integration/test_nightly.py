@@ -22,7 +22,7 @@ import pytest
 
 from aoi_pipeline.core.nightly_policy import NightlyBudget
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 BUDGET = NightlyBudget(gpu_hours=1.0, iterations=1, pool_share=1.0, phase3=False)
 
@@ -128,6 +128,13 @@ def _add_pool_rows(workspace: Path, donor: Path) -> int:
     return len(rows)
 
 
+def _state_names(flow_run_id: Any) -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {state.type.value.lower() for state in client.read_flow_run_states(flow_run_id)}
+
+
 def _paused(night: str, wait_for: Callable[..., Any]) -> Any:
     from aoi_pipeline.control import list_runs
 
@@ -213,9 +220,11 @@ def test_four_nights_on_a_standing_policy(
 
     revoke_policy(results / "nightly", by="carol", reason="line retooled")
     before = _files(workspace)
-    night4 = _NightInThread(config, "nightly_4", timeout_minutes=0.1)
-    assert "revoked by carol" in _paused("nightly_4", wait_for).message
-    assert night4.join_state().is_cancelled()
+    # Its pause lasts 6 s, too short to watch reliably on a loaded machine: its states and history tell it after.
+    night4 = _NightInThread(config, "nightly_4", timeout_minutes=0.1).join_state()
+    assert night4.is_cancelled()
+    assert "paused" in _state_names(night4.state_details.flow_run_id)
+    assert "revoked by carol" in _history(results)[-1]["reason"]
     after = _files(workspace)
     assert {name for name in after if after[name] != before.get(name)} == {"results/nightly/history.jsonl"}
     assert _calls(fake_runtime) == launched

@@ -15,7 +15,7 @@ import pytest
 
 from aoi_pipeline.pipeline.notify import AUTOMATION_NAME
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -28,7 +28,7 @@ from aoi_pipeline.errors import PublishError
 from aoi_pipeline.pipeline.layout import RunLayout
 from aoi_pipeline.pipeline.publish import probe_bucket, publish_and_record
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ENDPOINT = os.environ.get("AOI_TEST_S3_ENDPOINT_URL")
 ACCESS_KEY = os.environ.get("AOI_TEST_S3_ACCESS_KEY", "aoi-ci-access")

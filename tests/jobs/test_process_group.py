@@ -68,12 +68,14 @@ def test_a_job_ignoring_sigterm_is_killed(tmp_path, sleepers):
     stubborn = [
         sys.executable,
         "-c",
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+        "time.sleep(120)",
     ]
-    process = subprocess.Popen(stubborn, cwd=folder, start_new_session=True)
+    process = subprocess.Popen(stubborn, cwd=folder, start_new_session=True, stdout=subprocess.PIPE, text=True)
     sleepers.append(process)
     (folder / "job.json").write_text(json.dumps({"state": "pending", "external_id": f"pid:{process.pid}"}))
-    time.sleep(0.3)  # let it install its handler
+    # Only once it ignores SIGTERM does stopping it exercise the SIGKILL after the grace period.
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
 
     assert stop_leftover_jobs(tmp_path, grace_s=0.5) == ["job"]
 

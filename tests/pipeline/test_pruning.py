@@ -156,9 +156,10 @@ def test_the_reference_runtime_on_the_cpu_reports_every_epoch_and_is_pruned_the_
     assert last is not None and last.state in ("pruned", "complete")
     if last.state == "pruned":  # its first validation FAR trailed the first trial's
         assert second.state == optuna.trial.TrialState.PRUNED
-        assert last.pruned_epoch is not None and last.pruned_epoch < 3
-        # Its job was killed, not left to finish; how many epochs it logged first races its 50 ms epochs, so the
-        # fake-runtime test above checks that count with slower epochs.
+        # Its job was killed, not left to finish; how many epochs it logged first races its 50 ms epochs (the
+        # watch may first see all three while the job still saves), so the fake-runtime test above checks that
+        # count with slower epochs.
+        assert last.pruned_epoch is not None and 1 <= last.pruned_epoch <= 3
         train_dir = layout.trial_dir("phase1", 1) / "train"
         record = json.loads((train_dir / "job.json").read_text(encoding="utf-8"))
         assert record["result"]["status"] == "cancelled"

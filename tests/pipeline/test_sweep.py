@@ -274,13 +274,17 @@ def test_a_sweep_ending_by_an_error_leaves_no_trial_running(storage):
 class EpochTrials:
     """Trials that train `epochs` epochs of `epoch_s` each; the FAR of every epoch is the trial's final FAR.
 
-    `history` serves the sweep's watch; `stop` ends a trial's training early, as a stopped job would."""
+    `history` serves the sweep's watch; `stop` ends a trial's training early, as a stopped job would. A trial
+    starts its next epoch only once the watch has read its last one (or 10 s passed), so what the pruner sees
+    does not depend on how fast a loaded machine runs the watch."""
 
     def __init__(self, epochs: int, epoch_s: float) -> None:
         self.epochs, self.epoch_s = epochs, epoch_s
         self.done: dict[int, int] = {}
+        self.read: dict[int, int] = {}
         self.far: dict[int, float] = {}
         self.stopped: dict[int, threading.Event] = {}
+        self.progress = threading.Condition()
 
     def __call__(self, number: int, params: dict[str, Any]) -> TrialOutcome:
         self.far[number], self.done[number] = far_of(params), 0
@@ -289,14 +293,23 @@ class EpochTrials:
             if stop.wait(self.epoch_s):
                 pruned = dataclasses.replace(outcome(number, params), state="pruned", far_pct=None)
                 return dataclasses.replace(pruned, pruned_epoch=self.done[number])
-            self.done[number] += 1
+            with self.progress:
+                self.done[number] += 1
+                self.progress.wait_for(
+                    lambda: self.read.get(number, 0) >= self.done[number] or stop.is_set(), timeout=10
+                )
         return outcome(number, params)
 
     def history(self, number: int) -> list[tuple[int, float]]:
-        return [(epoch, self.far[number]) for epoch in range(1, self.done.get(number, 0) + 1)]
+        with self.progress:
+            self.read[number] = done = self.done.get(number, 0)
+            self.progress.notify_all()
+        return [(epoch, self.far[number]) for epoch in range(1, done + 1)]
 
     def stop(self, number: int, epochs_done: int, value: float) -> bool:
-        self.stopped.setdefault(number, threading.Event()).set()
+        with self.progress:
+            self.stopped.setdefault(number, threading.Event()).set()
+            self.progress.notify_all()
         return True
 
 

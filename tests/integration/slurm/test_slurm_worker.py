@@ -24,7 +24,7 @@ import pytest
 
 from .conftest import slurm_answers
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[3]
 FAKE_RUNTIME = REPO / "tests" / "fake_runtime.py"
